@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stddef.h>
+#include <json-c/json.h>
+
+#include "edgeprov/macro.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct json_object *, json_object_put);
+#define _cleanup_json_ _cleanup_(json_object_putp)
+
+/* Parses exactly one JSON value from buf (no trailing garbage), with a depth limit and a
+ * size limit.  -EINVAL on malformed input, -E2BIG above max_len. */
+int json_parse_limited(const void *buf, size_t len, size_t max_len, int max_depth, struct json_object **ret);
+
+/* Borrowed string member, NULL when absent or not a string. */
+const char *json_get_string(struct json_object *o, const char *key);
+/* Duplicates a string member; -EINVAL when present but not a string, 0 with *ret=NULL when absent. */
+int json_dup_string(struct json_object *o, const char *key, char **ret);

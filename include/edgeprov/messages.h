@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* MESSAGE_IDs of the journal events an operator cares about.  Each has an entry in
+ * data/edgeprov.catalog; the ids never change once released. */
+#define EDGEPROV_MESSAGE_PROVISIONING_STARTED_STR "fd3f0b263abc4585992a4657a0b74df1"
+#define EDGEPROV_MESSAGE_ASSIGNED_STR "0128384d95974776a8a7bc4cd165e754"
+#define EDGEPROV_MESSAGE_REJECTED_STR "329b629c3fc344bb9e6b05358ad143b6"
+#define EDGEPROV_MESSAGE_RETRY_STR "4ac39987fd3e402f89faafa5c5caa6a6"
+#define EDGEPROV_MESSAGE_SERVED_FROM_STATE_STR "a25bbbfd43594de785a56d131fcfbff3"
+#define EDGEPROV_MESSAGE_STATE_WRITE_FAILED_STR "8d7e452fd13744369d9a85422f7e7d83"
+#define EDGEPROV_MESSAGE_REPROVISION_STR "47908f9472a84b15a4319d1ede51cc95"
+
+#define EDGEPROV_MESSAGE_ID(name) "MESSAGE_ID=" EDGEPROV_MESSAGE_##name##_STR

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* edgeprovd configuration: /etc/edgeprov/edgeprovd.conf (libconfig) plus
+ * edgeprovd.conf.d/ *.conf drop-ins applied in lexical order, each overriding single keys.
+ * The schema is the table in conf.c; unknown keys, wrong types and bad values are errors
+ * carrying file:line. */
+
+#define EDGEPROV_DEFAULT_CONFIG SYSCONFDIR "/edgeprov/edgeprovd.conf"
+#define EDGEPROV_DEFAULT_STATE_DIR LOCALSTATEDIR "/lib/edgeprov"
+#define CONF_FILE_MAX (1024 * 1024)
+#define CONF_DROPINS_MAX 128
+
+typedef enum AttestationMethod {
+        ATTESTATION_SYMMETRIC_KEY,
+        _ATTESTATION_MAX,
+        _ATTESTATION_INVALID = -EINVAL,
+} AttestationMethod;
+
+const char *attestation_method_to_string(AttestationMethod m);
+AttestationMethod attestation_method_from_string(const char *s);
+
+typedef struct Config {
+        /* provisioning */
+        char *endpoint;
+        int port;
+        char *transport;
+        char *id_scope;
+        char *registration_id;
+        char *api_version;
+        char *ca_file;
+        char *payload;          /* custom JSON payload sent with the registration, or NULL */
+        int sas_lifetime;       /* seconds */
+        AttestationMethod attestation;
+        char *key_file;
+        /* agent */
+        char *state_directory;
+        int retry_initial;      /* seconds */
+        int retry_max;          /* seconds */
+        int request_timeout;    /* seconds */
+        bool fail_fast;
+        char *log_level;
+
+        char *path;             /* the main file */
+} Config;
+
+void conf_init(Config *c);
+void conf_done(Config *c);
+
+/* Loads path and its drop-in directory (path + ".d"), validates.  On failure returns
+ * -EINVAL (or -errno for I/O) and, if reterr_message is non-NULL, stores a message of the
+ * form "file:line: what is wrong". */
+int conf_load(const char *path, Config *ret, char **reterr_message);
+
+/* Parses one file's text on top of c (used by config_load, the tests and the fuzzer). */
+int conf_apply_string(Config *c, const char *text, const char *filename, char **reterr_message);
+/* Checks required keys and cross-key rules once all files are applied. */
+int conf_verify(const Config *c, char **reterr_message);
+
+/* Resolves the key file: absolute as is; relative to $CREDENTIALS_DIRECTORY when set,
+ * otherwise to the directory of the main config file. */
+int conf_key_path(const Config *c, char **ret);
+
+/* A digest over every setting that defines the gateway's identity (endpoint, scope,
+ * registration id, attestation, key).  A change triggers reprovisioning. */
+int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_hex);

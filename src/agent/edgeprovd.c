@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/* edgeprovd: provisions this gateway against an Azure-DPS-compatible service. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "agent/conf.h"
+#include "agent/manager.h"
+#include "edgeprov/log.h"
+#include "edgeprov/macro.h"
+
+static const char *arg_config = EDGEPROV_DEFAULT_CONFIG;
+static bool arg_check_config = false;
+
+static void help(void) {
+        printf("%s [OPTIONS...]\n\n"
+               "Provision this gateway against an Azure-DPS-compatible provisioning service.\n\n"
+               "  -h --help            Show this help\n"
+               "     --version         Show the version\n"
+               "  -c --config=PATH     Configuration file (default: %s)\n"
+               "     --check-config    Validate the configuration (and drop-ins) and exit\n",
+               program_invocation_short_name, EDGEPROV_DEFAULT_CONFIG);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_CHECK_CONFIG };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("edgeprovd %s\n", PACKAGE_VERSION);
+                        return 0;
+                case 'c':
+                        arg_config = optarg;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        arg_check_config = true;
+                        break;
+                case '?':
+                        return -EINVAL;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                log_error("%s takes no positional arguments.", program_invocation_short_name);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        log_info("Received %s, shutting down.", si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_free_ char *error = NULL;
+        Manager *m = NULL;
+        Config config;
+        int r;
+
+        log_setup("edgeprovd");
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+
+        r = conf_load(arg_config, &config, &error);
+        if (r < 0) {
+                log_error("Invalid configuration: %s", error ?: strerror(-r));
+                return r;
+        }
+        if (config.log_level && !getenv("LOG_LEVEL"))
+                log_set_max_level(log_level_from_string(config.log_level));
+        if (arg_check_config) {
+                printf("%s: OK\n", arg_config);
+                conf_done(&config);
+                return 0;
+        }
+
+        r = sd_event_default(&event);
+        if (r < 0) {
+                conf_done(&config);
+                return log_error_errno(r, "Failed to allocate the event loop: %m");
+        }
+        (void) sd_event_set_watchdog(event, true);
+        r = sd_event_add_signal(event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, on_signal, NULL);
+        if (r >= 0)
+                r = sd_event_add_signal(event, NULL, SIGINT | SD_EVENT_SIGNAL_PROCMASK, on_signal, NULL);
+        if (r < 0) {
+                conf_done(&config);
+                return log_error_errno(r, "Failed to install signal handlers: %m");
+        }
+        (void) signal(SIGPIPE, SIG_IGN);
+
+        r = manager_new(event, &config, &m);
+        if (r < 0) {
+                conf_done(&config);
+                return log_error_errno(r, "Failed to set up: %m");
+        }
+        r = manager_start(m);
+        if (r < 0) {
+                manager_free(m);
+                return r;
+        }
+
+        (void) sd_notify(false, "READY=1");
+        r = sd_event_loop(event);
+        if (r < 0)
+                log_error_errno(r, "Event loop failed: %m");
+        int status = manager_exit_status(m);
+        manager_free(m);
+        if (r < 0)
+                return r;
+        return status; /* 0, or 2 when fail_fast stopped us after a rejection */
+}
+
+/* Exit codes: 0 clean stop, 1 error (bad configuration, unreadable key, ...),
+ * 2 the service rejected the registration and agent.fail_fast is set. */
+int main(int argc, char *argv[]) {
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : r;
+}

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "agent/backoff.h"
+#include "agent/dps-client.h"
+#include "agent/manager.h"
+#include "edgeprov/codec.h"
+#include "edgeprov/fileio.h"
+#include "edgeprov/log.h"
+#include "edgeprov/macro.h"
+#include "edgeprov/messages.h"
+#include "edgeprov/sas.h"
+
+#define USEC_PER_SEC ((uint64_t) 1000000)
+#define KEY_FILE_MAX 4096
+
+struct Manager {
+        sd_event *event;
+        Config config;
+        GatewayState assignment;
+        char *key_b64;          /* secret */
+        char *fingerprint;
+        DpsClient *client;
+        Backoff backoff;
+        sd_event_source *retry_timer;
+        ManagerState state;
+        unsigned attempt;
+        char *last_error;
+        int exit_status;
+};
+
+static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
+        [MANAGER_STARTING] = "starting",
+        [MANAGER_PROVISIONING] = "provisioning",
+        [MANAGER_ASSIGNED] = "assigned",
+        [MANAGER_RETRYING] = "retrying",
+        [MANAGER_REJECTED] = "rejected",
+};
+
+const char *manager_state_to_string(ManagerState s) {
+        return s >= 0 && s < _MANAGER_STATE_MAX ? manager_state_table[s] : NULL;
+}
+
+ManagerState manager_get_state(const Manager *m) {
+        return m->state;
+}
+
+const GatewayState *manager_get_assignment(const Manager *m) {
+        return gateway_state_is_committed(&m->assignment) ? &m->assignment : NULL;
+}
+
+int manager_exit_status(const Manager *m) {
+        return m->exit_status;
+}
+
+_printf_(2, 3) static void manager_set_status(Manager *m, const char *fmt, ...) {
+        _cleanup_free_ char *text = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&text, fmt, ap) < 0)
+                text = NULL;
+        va_end(ap);
+        if (text)
+                (void) sd_notifyf(false, "STATUS=%s", text);
+}
+
+static void manager_set_state(Manager *m, ManagerState s) {
+        if (m->state == s)
+                return;
+        log_debug("State %s → %s.", manager_state_to_string(m->state), manager_state_to_string(s));
+        m->state = s;
+}
+
+int manager_new(sd_event *e, Config *config, Manager **ret) {
+        Manager *m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->event = sd_event_ref(e);
+        m->config = *config;
+        conf_init(config);
+        if (!m->config.state_directory) {
+                m->config.state_directory = strdup(EDGEPROV_DEFAULT_STATE_DIR);
+                if (!m->config.state_directory) {
+                        manager_free(m);
+                        return -ENOMEM;
+                }
+        }
+        backoff_init(&m->backoff, (uint64_t) m->config.retry_initial * USEC_PER_SEC,
+                     (uint64_t) m->config.retry_max * USEC_PER_SEC);
+        m->state = MANAGER_STARTING;
+        *ret = m;
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        m->client = dps_client_free(m->client);
+        m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
+        gateway_state_done(&m->assignment);
+        m->key_b64 = erase_and_free(m->key_b64);
+        free(m->fingerprint);
+        free(m->last_error);
+        conf_done(&m->config);
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}
+
+static int manager_load_key(Manager *m) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ uint8_t *raw = NULL;
+        size_t rawlen = 0;
+        char *key = NULL;
+        int r;
+
+        r = conf_key_path(&m->config, &path);
+        if (r < 0)
+                return log_error_errno(r, "Cannot resolve provisioning.attestation.key_file=: %m");
+        r = read_secret_file(path, KEY_FILE_MAX, &key);
+        if (r == -EPERM)
+                return log_error_errno(r, "Refusing to use key file '%s': it is accessible to other users "
+                                          "(chmod o-rwx, or pass it with LoadCredential=).", path);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read key file '%s': %m", path);
+        r = base64_decode(key, strlen(key), &raw, &rawlen);
+        if (r < 0 || rawlen < 16 || rawlen > 64) {
+                if (raw)
+                        explicit_bzero(raw, rawlen);
+                erase_and_free(key);
+                return log_error_errno(EINVAL, "Key file '%s' does not hold a base64 key of 16 to 64 bytes.", path);
+        }
+        explicit_bzero(raw, rawlen);
+        m->key_b64 = key;
+        return 0;
+}
+
+static void manager_schedule_retry(Manager *m, uint64_t delay_usec);
+static int manager_provision(Manager *m);
+
+static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
+        (void) manager_provision(m);
+        return 0;
+}
+
+static void manager_schedule_retry(Manager *m, uint64_t delay_usec) {
+        int r;
+
+        m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
+        r = sd_event_add_time_relative(m->event, &m->retry_timer, CLOCK_BOOTTIME, delay_usec, USEC_PER_SEC / 10,
+                                       on_retry_timer, m);
+        if (r < 0)
+                log_error_errno(r, "Failed to arm the retry timer: %m");
+}
+
+static void field(char *buf, size_t size, const char *key, const char *value) {
+        snprintf(buf, size, "%s=%s", key, strempty(value));
+}
+
+static void on_dps_result(DpsClient *c, const DpsResult *res, void *userdata) {
+        Manager *m = userdata;
+        char f_reg[192], f_hub[320], f_dev[192], f_op[320], f_att[32], f_code[48], f_status[32];
+        int r;
+
+        m->client = dps_client_free(m->client);
+
+        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+        field(f_op, sizeof(f_op), "OPERATION_ID", res->operation_id);
+        snprintf(f_att, sizeof(f_att), "ATTEMPT=%u", m->attempt);
+        snprintf(f_code, sizeof(f_code), "DPS_ERROR_CODE=%" PRIi64, res->error_code);
+        snprintf(f_status, sizeof(f_status), "DPS_STATUS=%u", res->status);
+
+        switch (res->outcome) {
+        case DPS_OUTCOME_ASSIGNED: {
+                GatewayState s = {
+                        .registration_id = strdup(m->config.registration_id),
+                        .device_id = strdup(res->device_id),
+                        .assigned_hub = strdup(res->assigned_hub),
+                        .substatus = res->substatus ? strdup(res->substatus) : NULL,
+                        .operation_id = res->operation_id ? strdup(res->operation_id) : NULL,
+                        .attestation = strdup(attestation_method_to_string(m->config.attestation)),
+                        .fingerprint = strdup(m->fingerprint),
+                        .endpoint = strdup(m->config.endpoint),
+                        .id_scope = strdup(m->config.id_scope),
+                        .provisioned_at = (uint64_t) time(NULL),
+                };
+                if (!gateway_state_is_committed(&s) || !s.attestation || !s.fingerprint || !s.endpoint || !s.id_scope)
+                        r = -ENOMEM;
+                else
+                        r = gateway_state_save(m->config.state_directory, &s);
+                if (r < 0) {
+                        gateway_state_done(&s);
+                        log_struct_errno(LOG_ERR, r, STRV(EDGEPROV_MESSAGE_ID(STATE_WRITE_FAILED), f_reg),
+                                         "Assigned, but cannot commit the assignment to '%s/%s': %m. Will provision again.",
+                                         m->config.state_directory, STATE_FILE_NAME);
+                        free(m->last_error);
+                        m->last_error = strdup("cannot write the state file");
+                        manager_set_state(m, MANAGER_RETRYING);
+                        uint64_t d = backoff_next(&m->backoff);
+                        manager_set_status(m, "Cannot write state, retrying in %" PRIu64 " s", d / USEC_PER_SEC);
+                        manager_schedule_retry(m, d);
+                        return;
+                }
+                gateway_state_done(&m->assignment);
+                m->assignment = s;
+                backoff_reset(&m->backoff);
+                free(m->last_error);
+                m->last_error = NULL;
+                manager_set_state(m, MANAGER_ASSIGNED);
+                field(f_hub, sizeof(f_hub), "HUB", s.assigned_hub);
+                field(f_dev, sizeof(f_dev), "DEVICE_ID", s.device_id);
+                log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(ASSIGNED), f_reg, f_hub, f_dev, f_op, f_att),
+                           "Gateway '%s' assigned to hub '%s' as device '%s' (%s).", s.registration_id, s.assigned_hub,
+                           s.device_id, strna(s.substatus));
+                manager_set_status(m, "Assigned to %s as %s", s.assigned_hub, s.device_id);
+                return;
+        }
+        case DPS_OUTCOME_REJECTED:
+                free(m->last_error);
+                m->last_error = strdup(strna(res->error_message));
+                manager_set_state(m, MANAGER_REJECTED);
+                log_struct(LOG_ERR, STRV(EDGEPROV_MESSAGE_ID(REJECTED), f_reg, f_op, f_att, f_code, f_status),
+                           "Registration of '%s' rejected: %s", m->config.registration_id, strna(res->error_message));
+                if (m->config.fail_fast) {
+                        manager_set_status(m, "Rejected: %s", strna(res->error_message));
+                        m->exit_status = 2;
+                        (void) sd_event_exit(m->event, 2);
+                        return;
+                }
+                /* The service said no: ask again only rarely, an operator has to act. */
+                manager_set_status(m, "Rejected: %s; next attempt in %d s", strna(res->error_message),
+                                   m->config.retry_max);
+                manager_schedule_retry(m, (uint64_t) m->config.retry_max * USEC_PER_SEC);
+                return;
+        case DPS_OUTCOME_TRANSIENT:
+        case _DPS_OUTCOME_MAX: {
+                uint64_t d = backoff_next(&m->backoff);
+                if (res->retry_after > 0 && (uint64_t) res->retry_after * USEC_PER_SEC > d)
+                        d = (uint64_t) res->retry_after * USEC_PER_SEC;
+                free(m->last_error);
+                m->last_error = strdup(strna(res->error_message));
+                manager_set_state(m, MANAGER_RETRYING);
+                char f_delay[48];
+                snprintf(f_delay, sizeof(f_delay), "RETRY_USEC=%" PRIu64, d);
+                log_struct(LOG_WARNING, STRV(EDGEPROV_MESSAGE_ID(RETRY), f_reg, f_att, f_delay, f_status),
+                           "Provisioning attempt %u failed: %s; retrying in %.1f s.", m->attempt,
+                           strna(res->error_message), (double) d / USEC_PER_SEC);
+                manager_set_status(m, "Attempt %u failed (%s), retrying in %" PRIu64 " s", m->attempt,
+                                   strna(res->error_message), (d + USEC_PER_SEC - 1) / USEC_PER_SEC);
+                manager_schedule_retry(m, d);
+                return;
+        }
+        }
+}
+
+static int manager_provision(Manager *m) {
+        _cleanup_free_ char *resource = NULL;
+        _cleanup_erase_ char *token = NULL;
+        uint64_t expiry;
+        int r;
+
+        if (m->client)
+                return -EBUSY;
+        m->attempt++;
+        manager_set_state(m, MANAGER_PROVISIONING);
+
+        if (asprintf(&resource, "%s/registrations/%s", m->config.id_scope, m->config.registration_id) < 0)
+                return log_oom();
+        expiry = (uint64_t) time(NULL) + (uint64_t) m->config.sas_lifetime;
+        r = sas_token_build_b64(m->key_b64, resource, expiry, SAS_DEFAULT_KEY_NAME, &token);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the SAS token: %m");
+
+        DpsClientParams p = {
+                .host = m->config.endpoint,
+                .port = m->config.port,
+                .ca_file = m->config.ca_file,
+                .id_scope = m->config.id_scope,
+                .registration_id = m->config.registration_id,
+                .api_version = m->config.api_version,
+                .password = token,
+                .payload_json = m->config.payload,
+                .request_timeout_usec = (uint64_t) m->config.request_timeout * USEC_PER_SEC,
+        };
+        r = dps_client_new(m->event, &p, on_dps_result, m, &m->client);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the DPS client: %m");
+
+        char f_reg[192], f_att[32], f_ep[320];
+        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+        snprintf(f_att, sizeof(f_att), "ATTEMPT=%u", m->attempt);
+        snprintf(f_ep, sizeof(f_ep), "DPS_ENDPOINT=%s:%d", m->config.endpoint, m->config.port);
+        log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(PROVISIONING_STARTED), f_reg, f_att, f_ep),
+                   "Provisioning '%s' at %s:%d (scope %s, attempt %u).", m->config.registration_id, m->config.endpoint,
+                   m->config.port, m->config.id_scope, m->attempt);
+        manager_set_status(m, "Provisioning at %s:%d (attempt %u)", m->config.endpoint, m->config.port, m->attempt);
+
+        r = dps_client_start(m->client);
+        if (r < 0) {
+                m->client = dps_client_free(m->client);
+                log_error_errno(r, "Failed to start provisioning: %m");
+                manager_set_state(m, MANAGER_RETRYING);
+                manager_schedule_retry(m, backoff_next(&m->backoff));
+                return r;
+        }
+        return 0;
+}
+
+int manager_start(Manager *m) {
+        GatewayState s = {};
+        int r;
+
+        r = manager_load_key(m);
+        if (r < 0)
+                return r;
+        r = conf_identity_fingerprint(&m->config, m->key_b64, &m->fingerprint);
+        if (r < 0)
+                return log_error_errno(r, "Failed to compute the identity fingerprint: %m");
+
+        r = gateway_state_load(m->config.state_directory, &s);
+        if (r == -EBADMSG) {
+                _cleanup_free_ char *from = NULL, *to = NULL;
+                if (asprintf(&from, "%s/%s", m->config.state_directory, STATE_FILE_NAME) >= 0 &&
+                    asprintf(&to, "%s/%s.corrupt", m->config.state_directory, STATE_FILE_NAME) >= 0)
+                        (void) rename(from, to);
+                log_warning("State file '%s/%s' is not readable as a state document; kept as %s.corrupt, "
+                            "provisioning again.", m->config.state_directory, STATE_FILE_NAME, STATE_FILE_NAME);
+        } else if (r < 0 && r != -ENOENT)
+                return log_error_errno(r, "Cannot read state from '%s': %m", m->config.state_directory);
+
+        if (r >= 0 && gateway_state_is_committed(&s)) {
+                if (streq_ptr(s.fingerprint, m->fingerprint)) {
+                        char f_reg[192], f_hub[320], f_dev[192];
+                        m->assignment = s;
+                        manager_set_state(m, MANAGER_ASSIGNED);
+                        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", s.registration_id);
+                        field(f_hub, sizeof(f_hub), "HUB", s.assigned_hub);
+                        field(f_dev, sizeof(f_dev), "DEVICE_ID", s.device_id);
+                        log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(SERVED_FROM_STATE), f_reg, f_hub, f_dev),
+                                   "Using the committed assignment: hub '%s', device '%s' (no provisioning needed).",
+                                   s.assigned_hub, s.device_id);
+                        manager_set_status(m, "Assigned to %s as %s (from state)", s.assigned_hub, s.device_id);
+                        return 0;
+                }
+                char f_reg[192];
+                field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+                log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(REPROVISION), f_reg, "REASON=identity-changed"),
+                           "The identity configuration changed since the last assignment (hub '%s'); provisioning again.",
+                           s.assigned_hub);
+                /* keep the old assignment until a new one is committed */
+                m->assignment = s;
+        } else
+                gateway_state_done(&s);
+
+        r = manager_provision(m);
+        return r == -EBUSY ? 0 : (r < 0 && m->state == MANAGER_RETRYING ? 0 : r);
+}

@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: MIT
+# Shared by the integration tests (sourced) and by scripts/demo.
+# Starts real components on loopback with random ports, remembers their PIDs and stops
+# them on exit.  Keeps the work directory (and prints the logs) when a test fails.
+
+set -euo pipefail
+
+EDGEPROV_BUILDDIR=${EDGEPROV_BUILDDIR:-$(pwd)}
+EDGEPROV_SRCDIR=${EDGEPROV_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+EDGEPROVD=${EDGEPROVD:-$EDGEPROV_BUILDDIR/edgeprovd}
+EDGEPROVCTL=${EDGEPROVCTL:-$EDGEPROV_BUILDDIR/edgeprovctl}
+DPSCTL=${DPSCTL:-$EDGEPROV_BUILDDIR/edgeprov-dpsctl}
+DPS_PLUGIN=${DPS_PLUGIN:-$EDGEPROV_BUILDDIR/.libs/edgeprov_dps.so}
+ID_SCOPE=${ID_SCOPE:-0ne00000A0A}
+
+declare -a EP_PIDS=()
+EP_STATUS=1
+
+ep_log() { printf '%s\n' "$*" >&2; }
+fail() { ep_log "FAIL: $*"; exit 1; }
+skip() { ep_log "SKIP: $*"; exit 77; }
+
+for tool in mosquitto openssl; do
+        command -v "$tool" > /dev/null || skip "$tool is not installed"
+done
+[ -x "$EDGEPROVD" ] || fail "edgeprovd not built ($EDGEPROVD)"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/edgeprov-test.XXXXXX")
+chmod 0755 "$WORK"
+
+ep_cleanup() {
+        local rc=$?
+        local pid
+        for pid in "${EP_PIDS[@]}"; do
+                kill "$pid" 2> /dev/null || true
+        done
+        for pid in "${EP_PIDS[@]}"; do
+                wait "$pid" 2> /dev/null || true
+        done
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
+                ep_log "---- test failed (rc=$rc); logs in $WORK ----"
+                for f in "$WORK"/*.log "$WORK"/broker/*.log; do
+                        [ -f "$f" ] || continue
+                        ep_log "==== $f"
+                        tail -n 60 "$f" >&2 || true
+                done
+        elif [ -z "${EDGEPROV_KEEP_WORK:-}" ]; then
+                rm -rf "$WORK"
+        fi
+}
+trap ep_cleanup EXIT
+
+ep_track() { EP_PIDS+=("$1"); }
+
+# ep_stop PID: SIGTERM, wait, return the exit status
+ep_stop() {
+        local pid=$1 rc=0
+        kill -TERM "$pid" 2> /dev/null || true
+        wait "$pid" || rc=$?
+        return $rc
+}
+
+# wait_for TIMEOUT_SECONDS COMMAND...: polls COMMAND every 0.1 s
+wait_for() {
+        local timeout=$1
+        shift
+        local deadline=$((SECONDS + timeout))
+        until "$@" > /dev/null 2>&1; do
+                [ $SECONDS -lt $deadline ] || return 1
+                sleep 0.1
+        done
+}
+
+log_has() { grep -q -- "$2" "$1"; }
+
+random_port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 40000)); }
+
+port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
+
+# pki_create DIR: a throw-away CA (EC P-256) and a TLS server certificate for 127.0.0.1
+pki_create() {
+        local d=$1
+        mkdir -p "$d"
+        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
+                -subj "/CN=edgeprov throw-away test CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+                2> /dev/null
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+                -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2> /dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+                > "$d/server.ext"
+        openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+                -sha256 -extfile "$d/server.ext" -out "$d/server.pem" 2> /dev/null
+        rm -f "$d/server.csr" "$d/server.ext"
+        chmod 0600 "$d/ca.key" "$d/server.key"
+}
+
+new_key() { openssl rand -base64 64 | tr -d '\n'; }
+
+# mosquitto drops root privileges to user "mosquitto" before it reads its files
+broker_chown() {
+        if [ "$(id -u)" = 0 ] && id mosquitto > /dev/null 2>&1; then
+                chown -R mosquitto: "$@"
+        fi
+}
+
+# start_broker DATAFILE [EXTRA_CONFIG_FILE]: mosquitto + edgeprov_dps.so on a random
+# loopback TLS port.  Sets BROKER_PORT and BROKER_PID.
+start_broker() {
+        local data=$1 extra=${2:-}
+        local b="$WORK/broker" attempt
+        mkdir -p "$b"
+        cp "$WORK/pki/ca.pem" "$WORK/pki/server.pem" "$WORK/pki/server.key" "$b/"
+        for attempt in 1 2 3 4 5 6 7 8; do
+                BROKER_PORT=$(random_port)
+                port_open "$BROKER_PORT" && continue
+                {
+                        echo "per_listener_settings false"
+                        echo "allow_anonymous ${BROKER_ANONYMOUS:-false}"
+                        echo "persistence false"
+                        echo "log_dest file $b/mosquitto.log"
+                        echo "log_type error"
+                        echo "log_type warning"
+                        echo "log_type notice"
+                        echo "log_type information"
+                        echo "log_type subscribe"
+                        echo "log_timestamp_format %H:%M:%S"
+                        echo "set_tcp_nodelay true"
+                        if [ -n "$data" ]; then
+                                echo "plugin $DPS_PLUGIN"
+                                echo "plugin_opt_data_file $data"
+                                echo "plugin_opt_retry_after ${DPS_RETRY_AFTER:-1}"
+                        fi
+                        [ -z "$extra" ] || cat "$extra"
+                        echo "listener $BROKER_PORT 127.0.0.1"
+                        echo "certfile $b/server.pem"
+                        echo "keyfile $b/server.key"
+                } > "$b/mosquitto.conf"
+                : > "$b/mosquitto.log"
+                broker_chown "$b"
+                [ -z "$data" ] || broker_chown "$data"
+                mosquitto -c "$b/mosquitto.conf" > "$b/stdout.log" 2>&1 &
+                BROKER_PID=$!
+                ep_track "$BROKER_PID"
+                if wait_for 10 port_open "$BROKER_PORT"; then
+                        return 0
+                fi
+                kill "$BROKER_PID" 2> /dev/null || true
+                wait "$BROKER_PID" 2> /dev/null || true
+                grep -q "Address already in use" "$b/mosquitto.log" "$b/stdout.log" || {
+                        cat "$b/mosquitto.log" "$b/stdout.log" >&2
+                        fail "mosquitto did not start"
+                }
+        done
+        fail "no free port for mosquitto"
+}
+
+stop_broker() {
+        ep_stop "$BROKER_PID" || true
+}
+
+# write_agent_conf FILE STATE_DIR KEYFILE [EXTRA_AGENT_LINES]
+write_agent_conf() {
+        local conf=$1 state=$2 key=$3 extra=${4:-}
+        cat > "$conf" << EOC
+provisioning = {
+        endpoint = "127.0.0.1";
+        port = $BROKER_PORT;
+        id_scope = "$ID_SCOPE";
+        registration_id = "${REGISTRATION_ID:-gw1}";
+        ca_file = "$WORK/pki/ca.pem";
+        attestation = {
+                method = "symmetric_key";
+                key_file = "$key";
+        };
+};
+agent = {
+        state_directory = "$state";
+        retry_initial = 1;
+        retry_max = ${AGENT_RETRY_MAX:-5};
+        request_timeout = 10;
+$extra
+};
+EOC
+}
+
+# start_agent CONF LOG: sets AGENT_PID
+start_agent() {
+        LOG_TARGET=console "$EDGEPROVD" --config "$1" > "$2" 2>&1 &
+        AGENT_PID=$!
+        ep_track "$AGENT_PID"
+}
+
+# sas_token KEY_B64 RESOURCE EXPIRY: an independent implementation with openssl (lowercase %2f)
+sas_token() {
+        local key=$1 resource=$2 se=$3 sr sig hexkey
+        sr=$(printf '%s' "$resource" | sed 's|/|%2f|g')
+        hexkey=$(printf '%s' "$key" | base64 -d | od -An -tx1 -v | tr -d ' \n')
+        sig=$(printf '%s\n%s' "$sr" "$se" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64)
+        sig=$(printf '%s' "$sig" | sed -e 's|+|%2B|g' -e 's|/|%2F|g' -e 's|=|%3D|g')
+        printf 'SharedAccessSignature sr=%s&sig=%s&se=%s&skn=registration' "$sr" "$sig" "$se"
+}
+
+# json_get FILE KEY: a string member of a flat JSON document (good enough for our state file)
+json_get() {
+        sed -n "s/.*\"$2\": *\"\\([^\"]*\\)\".*/\\1/p" "$1" | head -n 1
+}
+
+# service_init DATAFILE HUB...: a data file with the scope and linked hubs
+service_init() {
+        local data=$1
+        shift
+        "$DPSCTL" --data "$data" init --id-scope "$ID_SCOPE" > /dev/null
+        local hub
+        for hub in "$@"; do
+                "$DPSCTL" --data "$data" hub add "$hub" > /dev/null
+        done
+}
+
+# enroll DATAFILE REGID KEY [dpsctl options...]: an individual symmetric-key enrollment
+enroll() {
+        local data=$1 regid=$2 key=$3
+        shift 3
+        "$DPSCTL" --data "$data" enrollment add "$regid" --primary-key "$key" "$@" > /dev/null
+}
