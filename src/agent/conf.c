@@ -478,3 +478,38 @@ int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_h
                 return -EIO;
         return hex_encode(md, mdlen, ret_hex);
 }
+
+#define KEY_FILE_MAX 4096
+
+int conf_read_key(const Config *c, char **ret_key_b64, char **reterr_message) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ uint8_t *raw = NULL;
+        size_t rawlen = 0;
+        char *key = NULL;
+        int r;
+
+        r = conf_key_path(c, &path);
+        if (r < 0)
+                return conf_error(reterr_message, strna(c->path), 0,
+                                  "provisioning.attestation.key_file= cannot be resolved");
+        r = read_secret_file(path, KEY_FILE_MAX, &key);
+        if (r == -EPERM) {
+                conf_error(reterr_message, path, 0,
+                           "refusing to use the key file: it is accessible to other users "
+                           "(chmod o-rwx, or pass it with LoadCredential=)");
+                return -EPERM;
+        }
+        if (r < 0) {
+                conf_error(reterr_message, path, 0, "cannot read the key file: %s", strerror(-r));
+                return r;
+        }
+        r = base64_decode(key, strlen(key), &raw, &rawlen);
+        if (raw)
+                explicit_bzero(raw, rawlen);
+        if (r < 0 || rawlen < 16 || rawlen > 64) {
+                erase_and_free(key);
+                return conf_error(reterr_message, path, 0, "the key file does not hold a base64 key of 16 to 64 bytes");
+        }
+        *ret_key_b64 = key;
+        return 0;
+}

@@ -65,6 +65,10 @@ int conf_verify(const Config *c, char **reterr_message);
  * otherwise to the directory of the main config file. */
 int conf_key_path(const Config *c, char **ret);
 
+/* Reads and checks the key file (base64 of 16..64 bytes, not accessible to "other").
+ * The key is returned in base64, as stored; the caller wipes it (erase_and_free). */
+int conf_read_key(const Config *c, char **ret_key_b64, char **reterr_message);
+
 /* A digest over every setting that defines the gateway's identity (endpoint, scope,
  * registration id, attestation, key).  A change triggers reprovisioning. */
 int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_hex);

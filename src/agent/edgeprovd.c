@@ -88,8 +88,16 @@ static int run(int argc, char *argv[]) {
         if (config.log_level && !getenv("LOG_LEVEL"))
                 log_set_max_level(log_level_from_string(config.log_level));
         if (arg_check_config) {
-                printf("%s: OK\n", arg_config);
+                _cleanup_free_ char *key_error = NULL;
+                char *key = NULL;
+                r = conf_read_key(&config, &key, &key_error);
+                erase_and_free(key);
                 conf_done(&config);
+                if (r < 0) {
+                        log_error("Invalid configuration: %s", strna(key_error));
+                        return r;
+                }
+                printf("%s: OK\n", arg_config);
                 return 0;
         }
 

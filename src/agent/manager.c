@@ -17,7 +17,6 @@
 #include "edgeprov/sas.h"
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
-#define KEY_FILE_MAX 4096
 
 struct Manager {
         sd_event *event;
@@ -114,30 +113,10 @@ Manager *manager_free(Manager *m) {
 }
 
 static int manager_load_key(Manager *m) {
-        _cleanup_free_ char *path = NULL;
-        _cleanup_free_ uint8_t *raw = NULL;
-        size_t rawlen = 0;
-        char *key = NULL;
-        int r;
-
-        r = conf_key_path(&m->config, &path);
+        _cleanup_free_ char *error = NULL;
+        int r = conf_read_key(&m->config, &m->key_b64, &error);
         if (r < 0)
-                return log_error_errno(r, "Cannot resolve provisioning.attestation.key_file=: %m");
-        r = read_secret_file(path, KEY_FILE_MAX, &key);
-        if (r == -EPERM)
-                return log_error_errno(r, "Refusing to use key file '%s': it is accessible to other users "
-                                          "(chmod o-rwx, or pass it with LoadCredential=).", path);
-        if (r < 0)
-                return log_error_errno(r, "Cannot read key file '%s': %m", path);
-        r = base64_decode(key, strlen(key), &raw, &rawlen);
-        if (r < 0 || rawlen < 16 || rawlen > 64) {
-                if (raw)
-                        explicit_bzero(raw, rawlen);
-                erase_and_free(key);
-                return log_error_errno(EINVAL, "Key file '%s' does not hold a base64 key of 16 to 64 bytes.", path);
-        }
-        explicit_bzero(raw, rawlen);
-        m->key_b64 = key;
+                return log_error_errno(r, "%s", strna(error));
         return 0;
 }
 
@@ -165,12 +144,9 @@ static void field(char *buf, size_t size, const char *key, const char *value) {
         snprintf(buf, size, "%s=%s", key, strempty(value));
 }
 
-static void on_dps_result(DpsClient *c, const DpsResult *res, void *userdata) {
-        Manager *m = userdata;
+static void manager_handle_result(Manager *m, const DpsResult *res) {
         char f_reg[192], f_hub[320], f_dev[192], f_op[320], f_att[32], f_code[48], f_status[32];
         int r;
-
-        m->client = dps_client_free(m->client);
 
         field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
         field(f_op, sizeof(f_op), "OPERATION_ID", res->operation_id);
@@ -259,6 +235,15 @@ static void on_dps_result(DpsClient *c, const DpsResult *res, void *userdata) {
                 return;
         }
         }
+}
+
+static void on_dps_result(DpsClient *c, const DpsResult *res, void *userdata) {
+        Manager *m = userdata;
+
+        /* res points into the client: free it only afterwards */
+        manager_handle_result(m, res);
+        if (m->client == c)
+                m->client = dps_client_free(m->client);
 }
 
 static int manager_provision(Manager *m) {

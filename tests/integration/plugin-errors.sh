@@ -28,7 +28,7 @@ mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" --cafile "$WORK/pki/ca.pem" -V mqtt
         -P "$(sas_token "$KEY2" "$ID_SCOPE/registrations/gw2" "$later")" -t '$dps/registrations/res/#' -v \
         > "$WORK/eavesdropper.out" 2> "$WORK/eavesdropper.err" &
 ep_track $!
-wait_for 10 log_has "$WORK/broker/mosquitto.log" 'gw2 1 \$dps/registrations/res/#' || fail "eavesdropper did not subscribe"
+wait_for 10 log_has "$WORK/broker/mosquitto.log" 'gw2 [01] \$dps/registrations/res/#' || fail "eavesdropper did not subscribe"
 
 # good SAS (made with openssl, not our code) → 202 assigning
 out=$(rr gw1 "$(sas_token "$KEY1" "$ID_SCOPE/registrations/gw1" "$later")" "${REG}r1" \

@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/* edgeprov_dps: the local provisioning service as a mosquitto 2.0 plugin (plugin API v5).
+ *
+ *   plugin /usr/lib/.../edgeprov/edgeprov_dps.so
+ *   plugin_opt_data_file /var/lib/edgeprov-dps/data.json   (required)
+ *   plugin_opt_id_scope 0ne00000A0A                         (optional, overrides the file's)
+ *   plugin_opt_retry_after 3                                (seconds, 1..300)
+ *
+ * Connections whose username is a DPS username ({scope}/registrations/{id}/api-version=...)
+ * are ours.  They are accepted even with a bad SAS token, so that the device gets a clear 401
+ * on its first request; they are refused at CONNECT (not authorised) only when the client id
+ * is not the registration id or the ID scope is not the one served here.  Every other username
+ * (or none) is left to the broker and other plugins (MOSQ_ERR_PLUGIN_DEFER).
+ *
+ * Our clients may only publish to $dps/registrations/ (not under res/) and subscribe to
+ * $dps/registrations/res/...; other clients may not touch $dps/ at all.  Requests are handed to
+ * the core (service.c), the reply is published to the requesting client id only, and the
+ * request itself is dropped (MOSQ_ERR_ACL_DENIED), so nothing is ever routed to subscribers.
+ *
+ * The data file is read again when it changes (checked on DPS connections, at most once a
+ * second) and on SIGHUP; a broken file is logged and the previous data stays in use.
+ *
+ * Must be loaded with per_listener_settings false (the default) so that one instance serves
+ * every listener; the plugin needs no TICK. */
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#include "dps/service.h"
+#include "edgeprov/dps.h"
+#include "edgeprov/log.h"
+#include "edgeprov/macro.h"
+
+#define DPS_TOPIC_PREFIX "$dps/"
+#define DPS_REQUEST_NAMESPACE "$dps/registrations/"
+
+typedef struct Plugin {
+        mosquitto_plugin_id_t *id;
+        DpsService *service;
+} Plugin;
+
+/* The broker loads one instance; the log sink has no userdata, hence no state is needed there. */
+static void log_to_mosquitto(int level, const char *message) {
+        int l;
+
+        if (level <= LOG_ERR)
+                l = MOSQ_LOG_ERR;
+        else if (level == LOG_WARNING)
+                l = MOSQ_LOG_WARNING;
+        else if (level == LOG_NOTICE)
+                l = MOSQ_LOG_NOTICE;
+        else if (level == LOG_INFO)
+                l = MOSQ_LOG_INFO;
+        else
+                l = MOSQ_LOG_DEBUG;
+        mosquitto_log_printf(l, "edgeprov-dps: %s", message);
+}
+
+static bool topic_is_dps(const char *topic) {
+        return topic && startswith(topic, DPS_TOPIC_PREFIX);
+}
+
+static int on_basic_auth(int event, void *event_data, void *userdata) {
+        struct mosquitto_evt_basic_auth *ed = event_data;
+        Plugin *p = userdata;
+        int r;
+
+        if (!ed->username)
+                return MOSQ_ERR_PLUGIN_DEFER;
+
+        const char *password = ed->password;
+        r = dps_service_connect(p->service, ed->client, mosquitto_client_id(ed->client), ed->username, password,
+                                password ? strlen(password) : 0, NULL);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up the DPS connection: %m");
+                return MOSQ_ERR_AUTH;
+        }
+        switch ((DpsConnectResult) r) {
+        case DPS_CONNECT_ACCEPTED:
+                return MOSQ_ERR_SUCCESS;
+        case DPS_CONNECT_REJECTED:
+                return MOSQ_ERR_AUTH;
+        case DPS_CONNECT_NOT_OURS:
+        case _DPS_CONNECT_RESULT_MAX:
+                break;
+        }
+        return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static bool filter_is_response(const char *topic) {
+        return topic && startswith(topic, DPS_RESPONSE_TOPIC_PREFIX);
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata) {
+        struct mosquitto_evt_acl_check *ed = event_data;
+        Plugin *p = userdata;
+
+        if (!dps_service_get_client(p->service, ed->client))
+                /* Not ours: keep everybody else away from $dps/ entirely, decide nothing else. */
+                return topic_is_dps(ed->topic) ? MOSQ_ERR_ACL_DENIED : MOSQ_ERR_PLUGIN_DEFER;
+
+        switch (ed->access) {
+        case MOSQ_ACL_WRITE:
+                /* Requests.  Anything under $dps/registrations/ except res/ reaches on_message,
+                 * which answers malformed ones with a 400 and never routes them. */
+                if (ed->topic && startswith(ed->topic, DPS_REQUEST_NAMESPACE) && !filter_is_response(ed->topic))
+                        return MOSQ_ERR_SUCCESS;
+                return MOSQ_ERR_ACL_DENIED;
+        case MOSQ_ACL_SUBSCRIBE:
+        case MOSQ_ACL_UNSUBSCRIBE:
+                /* $dps/registrations/res/# or an exact response topic (mosquitto_rr).  Only
+                 * targeted replies are ever published there. */
+                return filter_is_response(ed->topic) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+        default:
+                /* READ: replies are targeted and bypass this check; nothing else is for them. */
+                return MOSQ_ERR_ACL_DENIED;
+        }
+}
+
+static int on_message(int event, void *event_data, void *userdata) {
+        _cleanup_(dps_reply_done) DpsReply reply = {};
+        struct mosquitto_evt_message *ed = event_data;
+        Plugin *p = userdata;
+        int r;
+
+        DpsClient *c = dps_service_get_client(p->service, ed->client);
+        if (!c)
+                /* The ACL keeps other clients off $dps/; drop anything that got here anyway.
+                 * Everything else is none of our business.  (Only ACL_DENIED drops a message,
+                 * any other error would disconnect the publisher.) */
+                return topic_is_dps(ed->topic) ? MOSQ_ERR_ACL_DENIED : MOSQ_ERR_SUCCESS;
+
+        if (!topic_is_dps(ed->topic))
+                return MOSQ_ERR_ACL_DENIED; /* not allowed by the ACL either */
+
+        const char *client_id = mosquitto_client_id(ed->client);
+        if (!client_id)
+                return MOSQ_ERR_ACL_DENIED;
+
+        r = dps_client_handle_request(c, ed->topic, ed->payload, ed->payloadlen, &reply);
+        if (r < 0) {
+                log_error_errno(r, "Failed to answer DPS request of '%s': %m", client_id);
+                return MOSQ_ERR_ACL_DENIED;
+        }
+        if (reply.body_len > INT_MAX)
+                return MOSQ_ERR_ACL_DENIED;
+
+        /* To this client id only: bypasses subscriptions and ACLs. */
+        r = mosquitto_broker_publish_copy(client_id, reply.topic, (int) reply.body_len, reply.body, 1, false, NULL);
+        if (r != MOSQ_ERR_SUCCESS)
+                log_error("Failed to publish the DPS reply to '%s': %s", client_id, mosquitto_strerror(r));
+
+        /* Never route the request to subscribers. */
+        return MOSQ_ERR_ACL_DENIED;
+}
+
+static int on_disconnect(int event, void *event_data, void *userdata) {
+        struct mosquitto_evt_disconnect *ed = event_data;
+        Plugin *p = userdata;
+
+        dps_service_disconnect(p->service, ed->client);
+        return MOSQ_ERR_SUCCESS;
+}
+
+/* SIGHUP: read the data file again even if it looks unchanged. */
+static int on_reload(int event, void *event_data, void *userdata) {
+        _cleanup_free_ char *msg = NULL;
+        Plugin *p = userdata;
+        int r;
+
+        r = dps_service_reload_if_changed(p->service, /* force= */ true, &msg);
+        if (r < 0)
+                log_error_errno(r, "Failed to reload the enrollment data, keeping the previous data: %s",
+                                msg ?: strerror(-r));
+        else {
+                const DpsData *d = dps_service_get_data(p->service);
+                log_info("Reloaded the enrollment data: %zu linked hubs, %zu individual enrollments, "
+                         "%zu enrollment groups.",
+                         d->n_hubs, d->n_individual, d->n_groups);
+        }
+        /* anything but DEFER would stop the broker from reloading the other plugins */
+        return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        char *end;
+
+        if (isempty(s) || *s < '0' || *s > '9')
+                return -EINVAL;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno != 0 || *end || v < min || v > max)
+                return -EINVAL;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+static Plugin *plugin_free(Plugin *p) {
+        if (!p)
+                return NULL;
+        dps_service_free(p->service);
+        free(p);
+        return NULL;
+}
+
+static const struct {
+        int event;
+        MOSQ_FUNC_generic_callback cb;
+} callbacks[] = {
+        { MOSQ_EVT_BASIC_AUTH, on_basic_auth },
+        { MOSQ_EVT_ACL_CHECK, on_acl_check },
+        { MOSQ_EVT_MESSAGE, on_message },
+        { MOSQ_EVT_DISCONNECT, on_disconnect },
+        { MOSQ_EVT_RELOAD, on_reload },
+};
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions) {
+        return 5;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *options,
+                          int option_count) {
+        _cleanup_free_ char *msg = NULL;
+        const char *data_file = NULL, *id_scope = NULL;
+        unsigned retry_after = DPS_RETRY_AFTER_DEFAULT;
+        Plugin *p;
+        int r;
+
+        log_set_sink(log_to_mosquitto);
+        log_set_max_level(LOG_DEBUG); /* the broker's log_type decides */
+
+        for (int i = 0; i < option_count; i++) {
+                const char *k = options[i].key, *v = options[i].value;
+                if (!k)
+                        continue;
+                if (streq(k, "data_file"))
+                        data_file = v;
+                else if (streq(k, "id_scope"))
+                        id_scope = v;
+                else if (streq(k, "retry_after")) {
+                        if (parse_unsigned(v, 1, DPS_RETRY_AFTER_MAX, &retry_after) < 0) {
+                                log_error("plugin_opt_retry_after: '%s' is not a number of seconds in 1..%d.",
+                                          strna(v), DPS_RETRY_AFTER_MAX);
+                                return MOSQ_ERR_INVAL;
+                        }
+                } else
+                        log_warning("Unknown option plugin_opt_%s, ignoring.", k);
+        }
+
+        if (isempty(data_file)) {
+                log_error("plugin_opt_data_file is required.");
+                return MOSQ_ERR_INVAL;
+        }
+        if (id_scope && !dps_id_scope_is_valid(id_scope)) {
+                log_error("plugin_opt_id_scope: '%s' is not a valid ID scope.", id_scope);
+                return MOSQ_ERR_INVAL;
+        }
+
+        p = calloc(1, sizeof(Plugin));
+        if (!p)
+                return MOSQ_ERR_NOMEM;
+        p->id = identifier;
+
+        r = dps_service_new(&p->service);
+        if (r < 0) {
+                plugin_free(p);
+                return MOSQ_ERR_NOMEM;
+        }
+        (void) dps_service_set_retry_after(p->service, retry_after);
+        if (id_scope && dps_service_set_id_scope(p->service, id_scope) < 0) {
+                plugin_free(p);
+                return MOSQ_ERR_NOMEM;
+        }
+
+        r = dps_service_load(p->service, data_file, &msg);
+        if (r < 0) {
+                log_error_errno(r, "Failed to load the enrollment data: %s", msg ?: strerror(-r));
+                plugin_free(p);
+                return MOSQ_ERR_INVAL;
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(callbacks); i++) {
+                r = mosquitto_callback_register(identifier, callbacks[i].event, callbacks[i].cb, NULL, p);
+                if (r != MOSQ_ERR_SUCCESS) {
+                        log_error("Failed to register callback for event %d: %s", callbacks[i].event,
+                                  mosquitto_strerror(r));
+                        for (size_t j = 0; j < i; j++)
+                                (void) mosquitto_callback_unregister(identifier, callbacks[j].event,
+                                                                     callbacks[j].cb, NULL);
+                        plugin_free(p);
+                        return r;
+                }
+        }
+
+        const DpsData *d = dps_service_get_data(p->service);
+        log_info("Serving ID scope '%s' from %s: %zu linked hubs, %zu individual enrollments, %zu enrollment groups, "
+                 "retry-after %us.",
+                 dps_service_get_id_scope(p->service), data_file, d->n_hubs, d->n_individual, d->n_groups,
+                 retry_after);
+
+        *userdata = p;
+        return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count) {
+        Plugin *p = userdata;
+
+        if (!p)
+                return MOSQ_ERR_SUCCESS;
+        for (size_t i = 0; i < ELEMENTSOF(callbacks); i++)
+                (void) mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb, NULL);
+        plugin_free(p);
+        log_set_sink(NULL);
+        return MOSQ_ERR_SUCCESS;
+}

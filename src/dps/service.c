@@ -1,0 +1,1249 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <search.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "dps/datafile.h"
+#include "dps/service.h"
+#include "edgeprov/codec.h"
+#include "edgeprov/dps.h"
+#include "edgeprov/json-util.h"
+#include "edgeprov/log.h"
+#include "edgeprov/macro.h"
+#include "edgeprov/sas.h"
+
+#define USEC_PER_SEC UINT64_C(1000000)
+#define RELOAD_CHECK_INTERVAL_USEC USEC_PER_SEC
+
+typedef struct DpsOperation DpsOperation;
+
+typedef struct DpsRegistration {
+        char *registration_id;     /* as first registered */
+        char *device_id;
+        char *assigned_hub;
+        char *enrollment_group_id;
+        DpsStatus status;
+        uint64_t created_usec;
+        uint64_t last_updated_usec;
+        unsigned n_operations;
+        TAILQ_HEAD(, DpsOperation) operations; /* oldest first */
+} DpsRegistration;
+
+struct DpsOperation {
+        char *id;
+        DpsRegistration *registration;
+        uint64_t created_usec;
+        char *body;                /* the final (200) reply */
+        size_t body_len;
+        TAILQ_ENTRY(DpsOperation) by_age;
+        TAILQ_ENTRY(DpsOperation) by_registration;
+};
+
+typedef enum DpsAuth {
+        DPS_AUTH_OK,
+        DPS_AUTH_NOT_ENROLLED,
+        DPS_AUTH_NO_TOKEN,
+        DPS_AUTH_MALFORMED_TOKEN,
+        DPS_AUTH_WRONG_RESOURCE,
+        DPS_AUTH_EXPIRED,
+        DPS_AUTH_BAD_SIGNATURE,
+        DPS_AUTH_NO_GROUP_MATCH,
+        DPS_AUTH_UNSUPPORTED_ATTESTATION,
+        DPS_AUTH_INTERNAL,
+        _DPS_AUTH_MAX,
+} DpsAuth;
+
+static const char *const auth_message_table[_DPS_AUTH_MAX] = {
+        [DPS_AUTH_OK] = "OK",
+        [DPS_AUTH_NOT_ENROLLED] = "No enrollment found for this registration id",
+        [DPS_AUTH_NO_TOKEN] = "Unauthorized: no SAS token (MQTT password) was presented",
+        [DPS_AUTH_MALFORMED_TOKEN] = "Unauthorized: malformed SAS token",
+        [DPS_AUTH_WRONG_RESOURCE] = "Unauthorized: the SAS token is for another resource",
+        [DPS_AUTH_EXPIRED] = "Unauthorized: SAS token expired",
+        [DPS_AUTH_BAD_SIGNATURE] = "Unauthorized: SAS token signature does not match the enrollment's keys",
+        [DPS_AUTH_NO_GROUP_MATCH] =
+                "Unauthorized: no individual enrollment, and the SAS token matches no enrollment group",
+        [DPS_AUTH_UNSUPPORTED_ATTESTATION] = "Unauthorized: the enrollment's attestation type is not supported over MQTT",
+        [DPS_AUTH_INTERNAL] = "Internal error",
+};
+
+struct DpsClient {
+        DpsService *service;
+        const void *conn;
+        char *registration_id;
+        char *password;            /* the SAS token, wiped on free */
+        size_t password_len;
+        uint64_t auth_generation;  /* s->generation when auth was computed */
+        DpsAuth auth;
+        const DpsEnrollment *enrollment; /* valid while auth_generation == s->generation */
+        uint64_t expiry;           /* se of the token, seconds */
+};
+
+struct DpsService {
+        DpsData *data;
+        uint64_t generation;
+
+        char *data_path;
+        struct stat data_stat;     /* of the loaded file */
+        struct stat failed_stat;   /* of the last file that failed to load */
+        bool have_failed_stat;
+        uint64_t last_reload_check_usec;
+
+        char *id_scope_override;
+        unsigned retry_after;
+        DpsServiceLimits limits;
+        DpsClockFunc clock;
+        void *clock_userdata;
+
+        void *clients;             /* tsearch tree of DpsClient by conn */
+        size_t n_clients;
+        void *registrations;       /* tsearch tree of DpsRegistration by id, case-insensitive */
+        size_t n_registrations;
+        void *operations;          /* tsearch tree of DpsOperation by id */
+        size_t n_operations;
+        size_t operation_bytes;
+        TAILQ_HEAD(, DpsOperation) operation_queue; /* oldest first */
+};
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+static uint64_t now_usec(const DpsService *s) {
+        struct timespec ts;
+
+        if (s->clock)
+                return s->clock(s->clock_userdata);
+        if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+                return 0;
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* 2020-04-10T03:11:13.0276997Z, as DPS writes it (100 ns resolution). */
+static int format_timestamp(uint64_t usec, char buf[static 32]) {
+        struct tm tm;
+        time_t t = (time_t) (usec / USEC_PER_SEC);
+
+        if (!gmtime_r(&t, &tm))
+                return -EINVAL;
+        size_t l = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (l == 0 || l > 20)
+                return -EINVAL;
+        snprintf(buf + l, 32 - l, ".%07uZ", (unsigned) (usec % USEC_PER_SEC) * 10);
+        return 0;
+}
+
+static int random_uuid(char buf[static 37]) {
+        uint8_t b[16];
+        int r;
+
+        r = random_bytes(b, sizeof(b));
+        if (r < 0)
+                return r;
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+        return 0;
+}
+
+/* 4.<16 hex>.<uuid>: only [A-Za-z0-9.-], so URL-quoting by clients is a no-op. */
+static int new_operation_id(char **ret) {
+        char uuid[37];
+        uint8_t b[8];
+        int r;
+
+        r = random_bytes(b, sizeof(b));
+        if (r < 0)
+                return r;
+        r = random_uuid(uuid);
+        if (r < 0)
+                return r;
+        if (asprintf(ret, "4.%02x%02x%02x%02x%02x%02x%02x%02x.%s", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                     uuid) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* As DPS: base64 of a quoted uuid. */
+static int new_etag(char **ret) {
+        char uuid[37], quoted[40];
+        int r;
+
+        r = random_uuid(uuid);
+        if (r < 0)
+                return r;
+        snprintf(quoted, sizeof(quoted), "\"%s\"", uuid);
+        return base64_encode(quoted, strlen(quoted), ret);
+}
+
+static char *memdup_suffix0(const void *p, size_t l) {
+        char *d = malloc(l + 1);
+        if (!d)
+                return NULL;
+        memcpy(d, p, l);
+        d[l] = 0;
+        return d;
+}
+
+static int json_add(struct json_object *o, const char *key, struct json_object *v) {
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int json_add_string(struct json_object *o, const char *key, const char *value) {
+        return json_add(o, key, json_object_new_string(value));
+}
+
+static int json_to_string(struct json_object *o, char **ret, size_t *ret_len) {
+        size_t l = 0;
+        const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                          &l);
+        if (!s)
+                return -ENOMEM;
+        char *d = strndup(s, l);
+        if (!d)
+                return -ENOMEM;
+        *ret = d;
+        *ret_len = l;
+        return 0;
+}
+
+static const char *service_id_scope(const DpsService *s) {
+        if (s->id_scope_override)
+                return s->id_scope_override;
+        return s->data ? s->data->id_scope : NULL;
+}
+
+/* ---- trees ------------------------------------------------------------------------------ */
+
+static int client_cmp(const void *a, const void *b) {
+        const DpsClient *x = a, *y = b;
+        return x->conn < y->conn ? -1 : x->conn > y->conn ? 1 : 0;
+}
+
+static int registration_cmp(const void *a, const void *b) {
+        const DpsRegistration *x = a, *y = b;
+        return strcasecmp(x->registration_id, y->registration_id);
+}
+
+static int operation_cmp(const void *a, const void *b) {
+        const DpsOperation *x = a, *y = b;
+        return strcmp(x->id, y->id);
+}
+
+static DpsClient *client_free(DpsClient *c) {
+        if (!c)
+                return NULL;
+        free(c->registration_id);
+        if (c->password) {
+                explicit_bzero(c->password, c->password_len);
+                free(c->password);
+        }
+        free(c);
+        return NULL;
+}
+
+static void client_free_void(void *p) {
+        client_free(p);
+}
+
+static void operation_free(DpsOperation *op) {
+        if (!op)
+                return;
+        free(op->id);
+        free(op->body);
+        free(op);
+}
+
+static void registration_free(void *p) {
+        DpsRegistration *r = p;
+        if (!r)
+                return;
+        free(r->registration_id);
+        free(r->device_id);
+        free(r->assigned_hub);
+        free(r->enrollment_group_id);
+        free(r);
+}
+
+/* Unlinks op from every index and frees it. */
+static void operation_remove(DpsService *s, DpsOperation *op) {
+        (void) tdelete(op, &s->operations, operation_cmp);
+        TAILQ_REMOVE(&s->operation_queue, op, by_age);
+        TAILQ_REMOVE(&op->registration->operations, op, by_registration);
+        op->registration->n_operations--;
+        s->n_operations--;
+        s->operation_bytes -= op->body_len;
+        operation_free(op);
+}
+
+static void operations_purge_expired(DpsService *s, uint64_t now) {
+        DpsOperation *op;
+
+        while ((op = TAILQ_FIRST(&s->operation_queue))) {
+                /* a clock going backwards must not keep operations forever */
+                if (op->created_usec <= now && now - op->created_usec < s->limits.operation_lifetime_usec)
+                        break;
+                operation_remove(s, op);
+        }
+}
+
+static DpsOperation *operation_find(DpsService *s, const char *id) {
+        DpsOperation key = { .id = (char *) id };
+        void **p = tfind(&key, &s->operations, operation_cmp);
+        return p ? *p : NULL;
+}
+
+static DpsRegistration *registration_find(DpsService *s, const char *registration_id) {
+        DpsRegistration key = { .registration_id = (char *) registration_id };
+        void **p = tfind(&key, &s->registrations, registration_cmp);
+        return p ? *p : NULL;
+}
+
+/* ---- service --------------------------------------------------------------------------- */
+
+int dps_service_new(DpsService **ret) {
+        if (!ret)
+                return -EINVAL;
+
+        DpsService *s = calloc(1, sizeof(DpsService));
+        if (!s)
+                return -ENOMEM;
+        s->retry_after = DPS_RETRY_AFTER_DEFAULT;
+        s->limits = DPS_LIMITS_DEFAULT;
+        s->generation = 1;
+        TAILQ_INIT(&s->operation_queue);
+
+        *ret = s;
+        return 0;
+}
+
+DpsService *dps_service_free(DpsService *s) {
+        DpsOperation *op;
+
+        if (!s)
+                return NULL;
+
+        while ((op = TAILQ_FIRST(&s->operation_queue)))
+                operation_remove(s, op);
+        tdestroy(s->registrations, registration_free);
+        tdestroy(s->clients, client_free_void);
+        dps_data_free(s->data);
+        free(s->data_path);
+        free(s->id_scope_override);
+        free(s);
+        return NULL;
+}
+
+static void service_swap_data(DpsService *s, DpsData *d) {
+        dps_data_free(s->data);
+        s->data = d;
+        /* every client's enrollment pointer is stale now: re-authenticated on next use */
+        s->generation++;
+}
+
+void dps_service_set_data(DpsService *s, DpsData *data) {
+        if (!s)
+                return;
+        service_swap_data(s, data);
+}
+
+const DpsData *dps_service_get_data(const DpsService *s) {
+        return s ? s->data : NULL;
+}
+
+static bool stat_same(const struct stat *a, const struct stat *b) {
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+               a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+               a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+int dps_service_load(DpsService *s, const char *path, char **reterr_message) {
+        _cleanup_free_ char *p = NULL;
+
+        if (!s || !path)
+                return -EINVAL;
+        p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        free(s->data_path);
+        s->data_path = TAKE_PTR(p);
+        s->have_failed_stat = false;
+        s->data_stat = (struct stat) {};
+
+        int r = dps_service_reload_if_changed(s, /* force= */ true, reterr_message);
+        return r < 0 ? r : 0;
+}
+
+int dps_service_reload_if_changed(DpsService *s, bool force, char **reterr_message) {
+        DpsData *d = NULL;
+        struct stat st;
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        if (!s->data_path)
+                return 0;
+
+        uint64_t now = now_usec(s);
+        if (!force && s->data && now >= s->last_reload_check_usec &&
+            now - s->last_reload_check_usec < RELOAD_CHECK_INTERVAL_USEC)
+                return 0;
+        s->last_reload_check_usec = now;
+
+        if (stat(s->data_path, &st) < 0) {
+                r = -errno;
+                if (!force && s->data)
+                        return 0; /* keep serving the last good data; reported by the next forced load */
+                if (reterr_message)
+                        (void) asprintf(reterr_message, "%s: %s", s->data_path, strerror(-r));
+                return r;
+        }
+        if (!force && s->data && stat_same(&st, &s->data_stat))
+                return 0;
+        if (!force && s->have_failed_stat && stat_same(&st, &s->failed_stat))
+                return 0; /* already reported */
+
+        r = dps_data_load(s->data_path, &d, reterr_message);
+        if (r < 0) {
+                s->failed_stat = st;
+                s->have_failed_stat = true;
+                return r;
+        }
+
+        s->data_stat = st;
+        s->have_failed_stat = false;
+        service_swap_data(s, d);
+        return 1;
+}
+
+int dps_service_set_id_scope(DpsService *s, const char *id_scope) {
+        char *c = NULL;
+
+        if (!s)
+                return -EINVAL;
+        if (id_scope) {
+                if (!dps_id_scope_is_valid(id_scope))
+                        return -EINVAL;
+                c = strdup(id_scope);
+                if (!c)
+                        return -ENOMEM;
+        }
+        free(s->id_scope_override);
+        s->id_scope_override = c;
+        s->generation++;
+        return 0;
+}
+
+const char *dps_service_get_id_scope(const DpsService *s) {
+        return s ? service_id_scope(s) : NULL;
+}
+
+int dps_service_set_retry_after(DpsService *s, unsigned seconds) {
+        if (!s || seconds < 1 || seconds > DPS_RETRY_AFTER_MAX)
+                return -EINVAL;
+        s->retry_after = seconds;
+        return 0;
+}
+
+void dps_service_set_limits(DpsService *s, const DpsServiceLimits *limits) {
+        if (!s || !limits)
+                return;
+        s->limits = *limits;
+        if (s->limits.max_operations_per_registration == 0)
+                s->limits.max_operations_per_registration = 1;
+}
+
+void dps_service_set_clock(DpsService *s, DpsClockFunc func, void *userdata) {
+        if (!s)
+                return;
+        s->clock = func;
+        s->clock_userdata = userdata;
+}
+
+size_t dps_service_n_clients(const DpsService *s) {
+        return s ? s->n_clients : 0;
+}
+
+size_t dps_service_n_operations(const DpsService *s) {
+        return s ? s->n_operations : 0;
+}
+
+const char *dps_client_get_registration_id(const DpsClient *c) {
+        return c ? c->registration_id : NULL;
+}
+
+/* ---- authentication --------------------------------------------------------------------- */
+
+/* 0: good; -EKEYEXPIRED: good signature, expired; -EKEYREJECTED: no match; other -errno. */
+static int verify_with_key_b64(const SasToken *t, const char *key_b64, const char *resource, uint64_t now_sec) {
+        _cleanup_free_ uint8_t *key = NULL;
+        size_t key_len = 0;
+        int r;
+
+        if (!key_b64)
+                return -EKEYREJECTED;
+        r = base64_decode(key_b64, strlen(key_b64), &key, &key_len);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || key_len == 0)
+                return -EKEYREJECTED; /* validated at load, cannot happen */
+        r = sas_token_verify(t, key, key_len, resource, now_sec);
+        explicit_bzero(key, key_len);
+        return r;
+}
+
+static int verify_with_derived_key(const SasToken *t, const char *group_key_b64, const char *registration_id,
+                                   const char *resource, uint64_t now_sec) {
+        _cleanup_erase_ char *dk = NULL;
+        int r;
+
+        if (!group_key_b64)
+                return -EKEYREJECTED;
+        r = sas_derive_device_key(group_key_b64, registration_id, &dk);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return -EKEYREJECTED;
+        return verify_with_key_b64(t, dk, resource, now_sec);
+}
+
+/* Tries the primary then the secondary key; returns the best outcome. */
+static int verify_enrollment(const SasToken *t, const DpsEnrollment *e, const char *registration_id,
+                             const char *resource, uint64_t now_sec) {
+        const char *keys[] = { e->primary_key, e->secondary_key };
+        int best = -EKEYREJECTED;
+
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                int r = e->enrollment_group_id
+                                ? verify_with_derived_key(t, keys[i], registration_id, resource, now_sec)
+                                : verify_with_key_b64(t, keys[i], resource, now_sec);
+                if (r == 0 || r == -ENOMEM)
+                        return r;
+                if (r == -EKEYEXPIRED)
+                        best = r;
+        }
+        return best;
+}
+
+static void client_authenticate(DpsClient *c, uint64_t now) {
+        _cleanup_(sas_token_done) SasToken t = {};
+        _cleanup_free_ char *resource = NULL;
+        DpsService *s = c->service;
+        const DpsData *d = s->data;
+        uint64_t now_sec = now / USEC_PER_SEC;
+        bool have_groups = false;
+        int r;
+
+        c->auth_generation = s->generation;
+        c->enrollment = NULL;
+        c->expiry = 0;
+
+        const DpsEnrollment *ind = dps_data_find_individual(d, c->registration_id);
+        for (size_t i = 0; d && i < d->n_groups; i++)
+                if (d->groups[i].attestation == DPS_ATTESTATION_SYMMETRIC_KEY)
+                        have_groups = true;
+
+        if (!ind && !have_groups) {
+                c->auth = DPS_AUTH_NOT_ENROLLED;
+                return;
+        }
+        if (ind && ind->attestation != DPS_ATTESTATION_SYMMETRIC_KEY) {
+                c->auth = DPS_AUTH_UNSUPPORTED_ATTESTATION;
+                return;
+        }
+        if (!c->password || c->password_len == 0) {
+                c->auth = DPS_AUTH_NO_TOKEN;
+                return;
+        }
+
+        r = sas_token_parse(c->password, c->password_len, &t);
+        if (r == -ENOMEM) {
+                c->auth = DPS_AUTH_INTERNAL;
+                return;
+        }
+        if (r < 0) {
+                c->auth = DPS_AUTH_MALFORMED_TOKEN;
+                return;
+        }
+
+        if (asprintf(&resource, "%s/registrations/%s", strempty(service_id_scope(s)), c->registration_id) < 0) {
+                resource = NULL;
+                c->auth = DPS_AUTH_INTERNAL;
+                return;
+        }
+        if (!strcaseeq(t.resource, resource)) {
+                c->auth = DPS_AUTH_WRONG_RESOURCE;
+                return;
+        }
+        c->expiry = t.expiry;
+
+        if (ind) {
+                r = verify_enrollment(&t, ind, c->registration_id, resource, now_sec);
+                c->auth = r == 0 ? DPS_AUTH_OK
+                        : r == -EKEYEXPIRED ? DPS_AUTH_EXPIRED
+                        : r == -ENOMEM ? DPS_AUTH_INTERNAL
+                        : DPS_AUTH_BAD_SIGNATURE;
+                if (r == 0)
+                        c->enrollment = ind;
+                return;
+        }
+
+        /* No individual enrollment: the first group whose derived key signed the token. */
+        bool expired = false;
+        for (size_t i = 0; i < d->n_groups; i++) {
+                const DpsEnrollment *g = d->groups + i;
+                if (g->attestation != DPS_ATTESTATION_SYMMETRIC_KEY)
+                        continue;
+                r = verify_enrollment(&t, g, c->registration_id, resource, now_sec);
+                if (r == 0) {
+                        c->auth = DPS_AUTH_OK;
+                        c->enrollment = g;
+                        return;
+                }
+                if (r == -ENOMEM) {
+                        c->auth = DPS_AUTH_INTERNAL;
+                        return;
+                }
+                if (r == -EKEYEXPIRED)
+                        expired = true;
+        }
+        c->auth = expired ? DPS_AUTH_EXPIRED : DPS_AUTH_NO_GROUP_MATCH;
+}
+
+/* The current outcome: recomputed after a data reload, expiry checked every time. */
+static DpsAuth client_auth(DpsClient *c, uint64_t now) {
+        if (c->auth_generation != c->service->generation)
+                client_authenticate(c, now);
+        if (c->auth == DPS_AUTH_OK && c->expiry <= now / USEC_PER_SEC)
+                return DPS_AUTH_EXPIRED;
+        return c->auth;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+int dps_service_connect(DpsService *s, const void *conn, const char *client_id, const char *username,
+                        const char *password, size_t password_len, DpsClient **ret_client) {
+        _cleanup_(dps_username_done) DpsUsername u = {};
+        _cleanup_free_ char *msg = NULL;
+        int r;
+
+        if (!s || !conn)
+                return -EINVAL;
+
+        /* A reconnect may reuse the key. */
+        dps_service_disconnect(s, conn);
+
+        if (!username)
+                return DPS_CONNECT_NOT_OURS;
+        r = dps_username_parse(username, &u);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return DPS_CONNECT_NOT_OURS;
+
+        r = dps_service_reload_if_changed(s, /* force= */ false, &msg);
+        if (r < 0)
+                log_error_errno(r, "Failed to reload the enrollment data, keeping the previous data: %s",
+                                strna(msg));
+        else if (r > 0)
+                log_info("Reloaded the enrollment data from %s.", s->data_path);
+
+        if (!streq_ptr(client_id, u.registration_id)) {
+                log_notice("Refusing DPS connection: client id '%s' is not the registration id '%s'.",
+                           strna(client_id), u.registration_id);
+                return DPS_CONNECT_REJECTED;
+        }
+        const char *scope = service_id_scope(s);
+        if (!scope || !strcaseeq(scope, u.id_scope)) {
+                log_notice("Refusing DPS connection of '%s': ID scope '%s' is not served here.", u.registration_id,
+                           u.id_scope);
+                return DPS_CONNECT_REJECTED;
+        }
+        if (password_len > SAS_TOKEN_MAX)
+                password_len = SAS_TOKEN_MAX + 1; /* enough to be refused as malformed */
+
+        DpsClient *c = calloc(1, sizeof(DpsClient));
+        if (!c)
+                return -ENOMEM;
+        c->service = s;
+        c->conn = conn;
+        c->registration_id = TAKE_PTR(u.registration_id);
+        if (password && password_len > 0) {
+                c->password = malloc(password_len + 1);
+                if (!c->password) {
+                        client_free(c);
+                        return -ENOMEM;
+                }
+                memcpy(c->password, password, password_len);
+                c->password[password_len] = 0;
+                c->password_len = password_len;
+        }
+
+        if (!tsearch(c, &s->clients, client_cmp)) {
+                client_free(c);
+                return -ENOMEM;
+        }
+        s->n_clients++;
+
+        client_authenticate(c, now_usec(s));
+        if (c->auth == DPS_AUTH_OK)
+                log_debug("DPS client '%s' connected and authenticated (%s '%s').", c->registration_id,
+                          c->enrollment->enrollment_group_id ? "enrollment group" : "individual enrollment",
+                          c->enrollment->enrollment_group_id ?: c->enrollment->registration_id);
+        else
+                log_info("DPS client '%s' connected, but will be refused: %s.", c->registration_id,
+                         auth_message_table[c->auth]);
+
+        if (ret_client)
+                *ret_client = c;
+        return DPS_CONNECT_ACCEPTED;
+}
+
+DpsClient *dps_service_get_client(DpsService *s, const void *conn) {
+        if (!s || !conn)
+                return NULL;
+        DpsClient key = { .conn = conn };
+        void **p = tfind(&key, &s->clients, client_cmp);
+        return p ? *p : NULL;
+}
+
+void dps_service_disconnect(DpsService *s, const void *conn) {
+        DpsClient *c = dps_service_get_client(s, conn);
+        if (!c)
+                return;
+        (void) tdelete(c, &s->clients, client_cmp);
+        s->n_clients--;
+        client_free(c);
+}
+
+/* ---- hub allocation ---------------------------------------------------------------------- */
+
+/* -ln(x) for x = (top 53 bits of u + 0.5) / 2^53, without libm, bit-for-bit reproducible. */
+static double neg_log_unit(uint64_t u) {
+        double x = ((double) (u >> 11) + 0.5) / 9007199254740992.0; /* (0, 1) */
+        int e = 0;
+
+        while (x < 0.5) {
+                x *= 2.0;
+                e++;
+        }
+        /* ln(x) = 2 atanh(t), t = (x-1)/(x+1) in [-1/3, 0) */
+        double t = (x - 1.0) / (x + 1.0), t2 = t * t, term = t, sum = 0.0;
+        for (int k = 1; k < 80; k += 2) {
+                sum += term / k;
+                term *= t2;
+        }
+        return (double) e * 0.69314718055994530942 - 2.0 * sum;
+}
+
+static void lowercase(char *s) {
+        for (; *s; s++)
+                if (*s >= 'A' && *s <= 'Z')
+                        *s = (char) (*s - 'A' + 'a');
+}
+
+/* Weighted rendezvous hashing: each hub scores -ln(U)/weight with U uniform from
+ * HMAC-SHA256(key = hub name, data = registration id), both lowercased; the lowest wins.
+ * The same id always lands on the same hub, hubs win in proportion to their weights, and
+ * adding or removing a hub only moves the ids that hub gains or loses. */
+static int hub_score(const char *hub, const char *registration_id, unsigned weight, double *ret) {
+        _cleanup_free_ char *h = strdup(hub), *id = strdup(registration_id);
+        uint8_t mac[32];
+        int r;
+
+        if (!h || !id)
+                return -ENOMEM;
+        lowercase(h);
+        lowercase(id);
+        r = hmac_sha256(h, strlen(h), id, strlen(id), mac);
+        if (r < 0)
+                return r;
+        uint64_t u = 0;
+        for (size_t i = 0; i < 8; i++)
+                u = u << 8 | mac[i];
+        *ret = neg_log_unit(u) / (double) MAX(weight, 1u);
+        return 0;
+}
+
+int dps_allocate_hub(const DpsData *d, const DpsEnrollment *e, const char *registration_id, const char **ret_hub) {
+        const char *best = NULL;
+        double best_score = 0;
+        int r;
+
+        if (!d || !e || !registration_id || !ret_hub)
+                return -EINVAL;
+
+        if (e->iot_hub_host_name) {
+                const DpsLinkedHub *h = dps_data_find_hub(d, e->iot_hub_host_name);
+                *ret_hub = h ? h->name : e->iot_hub_host_name;
+                return 0;
+        }
+
+        size_t n = e->n_iot_hubs > 0 ? e->n_iot_hubs : d->n_hubs;
+        for (size_t i = 0; i < n; i++) {
+                const DpsLinkedHub *h;
+                if (e->n_iot_hubs > 0) {
+                        h = dps_data_find_hub(d, e->iot_hubs[i]);
+                        if (!h)
+                                continue; /* validated at load */
+                } else {
+                        h = d->hubs + i;
+                        if (!h->apply_allocation_policy)
+                                continue;
+                }
+
+                double score;
+                r = hub_score(h->name, registration_id, h->allocation_weight, &score);
+                if (r < 0)
+                        return r;
+                if (!best || score < best_score || (score == best_score && strcasecmp(h->name, best) < 0)) {
+                        best = h->name;
+                        best_score = score;
+                }
+        }
+        if (!best)
+                return -ENXIO;
+
+        *ret_hub = best;
+        return 0;
+}
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+void dps_reply_done(DpsReply *r) {
+        if (!r)
+                return;
+        free(r->topic);
+        free(r->body);
+        *r = (DpsReply) {};
+}
+
+/* The response topic.  An empty rid (unparseable request topic) still gets a reply. */
+static int reply_topic(unsigned status, const char *rid, int retry_after, char **ret) {
+        int r;
+
+        if (!isempty(rid)) {
+                r = dps_response_topic_format(status, rid, retry_after, ret);
+                if (r != -EINVAL)
+                        return r;
+        }
+        if (retry_after >= 0)
+                r = asprintf(ret, DPS_RESPONSE_TOPIC_PREFIX "%u/?$rid=&retry-after=%d", status, retry_after);
+        else
+                r = asprintf(ret, DPS_RESPONSE_TOPIC_PREFIX "%u/?$rid=", status);
+        return r < 0 ? -ENOMEM : 0;
+}
+
+_printf_(7, 8) static int reply_error(DpsService *s, const char *rid, unsigned status, int64_t code,
+                                      int retry_after, DpsReply *ret, const char *fmt, ...) {
+        _cleanup_json_ struct json_object *o = NULL;
+        _cleanup_free_ char *message = NULL;
+        char tracking[37], ts[32];
+        DpsReply reply = { .status = status };
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&message, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                message = NULL;
+                return -ENOMEM;
+        }
+
+        if (random_uuid(tracking) < 0)
+                snprintf(tracking, sizeof(tracking), "00000000-0000-0000-0000-000000000000");
+        if (format_timestamp(now_usec(s), ts) < 0)
+                snprintf(ts, sizeof(ts), "1970-01-01T00:00:00.0000000Z");
+
+        o = json_object_new_object();
+        if (!o || json_add(o, "errorCode", json_object_new_int64(code)) < 0 ||
+            json_add_string(o, "trackingId", tracking) < 0 || json_add_string(o, "message", message) < 0 ||
+            json_add_string(o, "timestampUtc", ts) < 0)
+                return -ENOMEM;
+
+        r = json_to_string(o, &reply.body, &reply.body_len);
+        if (r < 0)
+                return r;
+        r = reply_topic(status, rid, retry_after, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r;
+        }
+
+        log_debug("DPS reply %u (errorCode %" PRIi64 ", trackingId %s): %s", status, code, tracking, message);
+        *ret = reply;
+        return 0;
+}
+
+static int reply_auth_error(DpsClient *c, const char *rid, DpsAuth auth, DpsReply *ret) {
+        DpsService *s = c->service;
+
+        switch (auth) {
+        case DPS_AUTH_NOT_ENROLLED:
+                return reply_error(s, rid, 404, DPS_ERROR_NOT_ENROLLED, -1, ret,
+                                   "No enrollment found for registration id '%s'", c->registration_id);
+        case DPS_AUTH_INTERNAL:
+                return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+        case DPS_AUTH_UNSUPPORTED_ATTESTATION: {
+                const DpsEnrollment *e = dps_data_find_individual(s->data, c->registration_id);
+                return reply_error(s, rid, 401, DPS_ERROR_UNAUTHORIZED, -1, ret,
+                                   "Unauthorized: attestation type '%s' is not supported over MQTT",
+                                   e ? strna(dps_attestation_type_to_string(e->attestation)) : "n/a");
+        }
+        case DPS_AUTH_NO_TOKEN:
+        case DPS_AUTH_MALFORMED_TOKEN:
+        case DPS_AUTH_WRONG_RESOURCE:
+        case DPS_AUTH_EXPIRED:
+        case DPS_AUTH_BAD_SIGNATURE:
+        case DPS_AUTH_NO_GROUP_MATCH:
+        case DPS_AUTH_OK:
+        case _DPS_AUTH_MAX:
+                break;
+        }
+        return reply_error(s, rid, 401, DPS_ERROR_UNAUTHORIZED, -1, ret, "%s",
+                           auth < _DPS_AUTH_MAX ? auth_message_table[auth] : "Unauthorized");
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+/* For a topic the parser refused: the $rid value if it is echoable, else "". */
+static char *lenient_rid(const char *topic) {
+        const char *q = strchr(topic, '?');
+        if (!q)
+                return NULL;
+        for (const char *p = q + 1; p;) {
+                const char *v = startswith(p, "$rid=");
+                if (v) {
+                        size_t l = strcspn(v, "&");
+                        if (l == 0 || l > DPS_RID_MAX)
+                                return NULL;
+                        for (size_t i = 0; i < l; i++) {
+                                unsigned char ch = v[i];
+                                if (ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '+')
+                                        return NULL;
+                        }
+                        return strndup(v, l);
+                }
+                p = strchr(p, '&');
+                if (p)
+                        p++;
+        }
+        return NULL;
+}
+
+static int registration_state_common(struct json_object *st, const DpsRegistration *reg) {
+        char created[32], updated[32];
+
+        if (format_timestamp(reg->created_usec, created) < 0 || format_timestamp(reg->last_updated_usec, updated) < 0)
+                return -EINVAL;
+        if (json_add_string(st, "registrationId", reg->registration_id) < 0 ||
+            json_add_string(st, "createdDateTimeUtc", created) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* The 200 body for the operation: assigned, disabled or failed. */
+static int build_result(const char *operation_id, const DpsRegistration *reg, const char *etag,
+                        const char *payload_json, int64_t error_code, const char *error_message, char **ret,
+                        size_t *ret_len) {
+        _cleanup_json_ struct json_object *o = NULL, *st = NULL;
+        char updated[32];
+        int r;
+
+        if (format_timestamp(reg->last_updated_usec, updated) < 0)
+                return -EINVAL;
+
+        o = json_object_new_object();
+        st = json_object_new_object();
+        if (!o || !st)
+                return -ENOMEM;
+
+        r = registration_state_common(st, reg);
+        if (r < 0)
+                return r;
+
+        if (reg->status == DPS_STATUS_ASSIGNED) {
+                if (json_add_string(st, "assignedHub", reg->assigned_hub) < 0 ||
+                    json_add_string(st, "deviceId", reg->device_id) < 0)
+                        return -ENOMEM;
+        }
+        if (json_add_string(st, "status", dps_status_to_string(reg->status)) < 0)
+                return -ENOMEM;
+        if (reg->status == DPS_STATUS_ASSIGNED) {
+                if (json_add_string(st, "substatus", "initialAssignment") < 0)
+                        return -ENOMEM;
+        } else {
+                if (json_add(st, "errorCode", json_object_new_int64(error_code)) < 0 ||
+                    json_add_string(st, "errorMessage", error_message) < 0)
+                        return -ENOMEM;
+        }
+        if (json_add_string(st, "lastUpdatedDateTimeUtc", updated) < 0 || json_add_string(st, "etag", etag) < 0)
+                return -ENOMEM;
+
+        if (reg->enrollment_group_id) {
+                _cleanup_json_ struct json_object *sk = json_object_new_object();
+                if (!sk || json_add_string(sk, "enrollmentGroupId", reg->enrollment_group_id) < 0)
+                        return -ENOMEM;
+                if (json_add(st, "symmetricKey", TAKE_PTR(sk)) < 0)
+                        return -ENOMEM;
+        }
+
+        if (reg->status == DPS_STATUS_ASSIGNED && payload_json) {
+                struct json_object *p = NULL;
+                r = json_parse_limited(payload_json, strlen(payload_json), DPS_BODY_MAX, DPS_JSON_MAX_DEPTH, &p);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0 && p && json_add(st, "payload", p) < 0)
+                        return -ENOMEM;
+        }
+
+        if (json_add_string(o, "operationId", operation_id) < 0 ||
+            json_add_string(o, "status", dps_status_to_string(reg->status)) < 0 ||
+            json_add(o, "registrationState", TAKE_PTR(st)) < 0)
+                return -ENOMEM;
+
+        return json_to_string(o, ret, ret_len);
+}
+
+static int string_replace(char **dst, const char *src) {
+        char *c = NULL;
+        if (src) {
+                c = strdup(src);
+                if (!c)
+                        return -ENOMEM;
+        }
+        free(*dst);
+        *dst = c;
+        return 0;
+}
+
+static int handle_register(DpsClient *c, const char *rid, const void *payload, size_t len, uint64_t now,
+                           DpsReply *ret) {
+        _cleanup_(dps_register_request_done) DpsRegisterRequest req = {};
+        _cleanup_free_ char *op_id = NULL, *etag = NULL, *body = NULL, *topic = NULL;
+        _cleanup_json_ struct json_object *o = NULL;
+        DpsService *s = c->service;
+        const DpsEnrollment *e = c->enrollment;
+        const char *hub = NULL, *error_message = NULL;
+        int64_t error_code = 0;
+        DpsStatus status;
+        size_t body_len = 0;
+        int r;
+
+        r = dps_register_request_parse(payload, len, &req);
+        if (r == -ENOMEM)
+                return r;
+        if (r == -E2BIG)
+                return reply_error(s, rid, 413, DPS_ERROR_TOO_LARGE, -1, ret,
+                                   "Request body larger than %d bytes", DPS_BODY_MAX);
+        if (r < 0)
+                return reply_error(s, rid, 400, DPS_ERROR_BAD_BODY, -1, ret,
+                                   "Malformed register request: the body must be empty or a DeviceRegistration "
+                                   "JSON object (nested at most %d levels)",
+                                   DPS_JSON_MAX_DEPTH);
+        if (req.registration_id && !strcaseeq(req.registration_id, c->registration_id))
+                return reply_error(s, rid, 400, DPS_ERROR_REGISTRATION_ID_MISMATCH, -1, ret,
+                                   "registrationId in the body does not match the registration id of the connection");
+
+        /* outcome */
+        if (!e->enabled) {
+                status = DPS_STATUS_DISABLED;
+                error_code = DPS_ERROR_DISABLED;
+                error_message = "Enrollment is disabled";
+        } else {
+                r = dps_allocate_hub(s->data, e, c->registration_id, &hub);
+                if (r == -ENXIO) {
+                        status = DPS_STATUS_FAILED;
+                        error_code = DPS_ERROR_NO_HUB;
+                        error_message = "No IoT hub is available for this enrollment";
+                } else if (r < 0)
+                        return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+                else
+                        status = DPS_STATUS_ASSIGNED;
+        }
+
+        /* capacity */
+        operations_purge_expired(s, now);
+        DpsRegistration *reg = registration_find(s, c->registration_id);
+        if (!reg && s->n_registrations >= s->limits.max_registrations)
+                return reply_error(s, rid, 429, DPS_ERROR_THROTTLED, (int) s->retry_after, ret,
+                                   "Too many registrations");
+        if (s->n_operations >= s->limits.max_operations || s->operation_bytes >= s->limits.max_operation_bytes)
+                return reply_error(s, rid, 429, DPS_ERROR_THROTTLED, (int) s->retry_after, ret,
+                                   "Too many operations in progress, retry later");
+
+        if (!reg) {
+                reg = calloc(1, sizeof(DpsRegistration));
+                if (!reg)
+                        return -ENOMEM;
+                TAILQ_INIT(&reg->operations);
+                reg->registration_id = strdup(c->registration_id);
+                if (!reg->registration_id || !tsearch(reg, &s->registrations, registration_cmp)) {
+                        registration_free(reg);
+                        return -ENOMEM;
+                }
+                s->n_registrations++;
+                reg->created_usec = now;
+        }
+
+        /* the registration record */
+        const char *device_id = e->enrollment_group_id ? c->registration_id : (e->device_id ?: c->registration_id);
+        if (string_replace(&reg->device_id, status == DPS_STATUS_ASSIGNED ? device_id : NULL) < 0 ||
+            string_replace(&reg->assigned_hub, hub) < 0 ||
+            string_replace(&reg->enrollment_group_id, e->enrollment_group_id) < 0)
+                return -ENOMEM;
+        reg->status = status;
+        reg->last_updated_usec = now;
+
+        r = new_operation_id(&op_id);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0)
+                r = new_etag(&etag);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+
+        r = build_result(op_id, reg, etag, req.payload_json, error_code, error_message, &body, &body_len);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+
+        /* the 202 reply; built before the operation is stored so that failing leaves nothing behind */
+        o = json_object_new_object();
+        if (!o || json_add_string(o, "operationId", op_id) < 0 || json_add_string(o, "status", "assigning") < 0)
+                return -ENOMEM;
+        DpsReply reply = { .status = 202 };
+        r = json_to_string(o, &reply.body, &reply.body_len);
+        if (r < 0)
+                return r;
+        r = reply_topic(202, rid, (int) s->retry_after, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r;
+        }
+
+        /* the operation */
+        DpsOperation *op = calloc(1, sizeof(DpsOperation));
+        if (!op) {
+                dps_reply_done(&reply);
+                return -ENOMEM;
+        }
+        op->id = TAKE_PTR(op_id);
+        op->registration = reg;
+        op->created_usec = now;
+        op->body = TAKE_PTR(body);
+        op->body_len = body_len;
+        if (!tsearch(op, &s->operations, operation_cmp)) {
+                operation_free(op);
+                dps_reply_done(&reply);
+                return -ENOMEM;
+        }
+        TAILQ_INSERT_TAIL(&s->operation_queue, op, by_age);
+        TAILQ_INSERT_TAIL(&reg->operations, op, by_registration);
+        reg->n_operations++;
+        s->n_operations++;
+        s->operation_bytes += op->body_len;
+
+        /* a device registering again and again only keeps its newest operations */
+        while (reg->n_operations > s->limits.max_operations_per_registration)
+                operation_remove(s, TAILQ_FIRST(&reg->operations));
+
+        if (status == DPS_STATUS_ASSIGNED)
+                log_info("Registration '%s' assigned to hub '%s' as device '%s' (%s '%s', operation %s).",
+                         reg->registration_id, hub, reg->device_id,
+                         e->enrollment_group_id ? "enrollment group" : "individual enrollment",
+                         e->enrollment_group_id ?: e->registration_id, op->id);
+        else
+                log_notice("Registration '%s' %s: %s (operation %s).", reg->registration_id,
+                           dps_status_to_string(status), error_message, op->id);
+
+        *ret = reply;
+        return 0;
+}
+
+static int handle_poll(DpsClient *c, const char *rid, const char *operation_id, uint64_t now, DpsReply *ret) {
+        DpsService *s = c->service;
+        DpsReply reply = { .status = 200 };
+        int r;
+
+        operations_purge_expired(s, now);
+
+        DpsOperation *op = operation_find(s, operation_id);
+        /* Another registration's operation is answered exactly like an unknown one. */
+        if (!op || !strcaseeq(op->registration->registration_id, c->registration_id))
+                return reply_error(s, rid, 404, DPS_ERROR_NO_OPERATION, -1, ret, "Operation not found");
+
+        reply.body = memdup_suffix0(op->body, op->body_len);
+        if (!reply.body)
+                return -ENOMEM;
+        reply.body_len = op->body_len;
+        r = reply_topic(200, rid, -1, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r;
+        }
+
+        *ret = reply;
+        return 0;
+}
+
+int dps_client_handle_request(DpsClient *c, const char *topic, const void *payload, size_t len, DpsReply *ret) {
+        _cleanup_(dps_request_topic_done) DpsRequestTopic t = { .type = _DPS_REQUEST_TYPE_INVALID };
+        int r;
+
+        if (!c || !ret || (!payload && len > 0))
+                return -EINVAL;
+
+        DpsService *s = c->service;
+        uint64_t now = now_usec(s);
+
+        r = topic ? dps_request_topic_parse(topic, &t) : -EINVAL;
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                _cleanup_free_ char *rid = topic ? lenient_rid(topic) : NULL;
+                return reply_error(s, rid, 400, DPS_ERROR_BAD_TOPIC, -1, ret,
+                                   "Malformed request topic: expected " DPS_REGISTER_TOPIC_PREFIX
+                                   "$rid={rid} or " DPS_POLL_TOPIC_PREFIX "$rid={rid}&operationId={id}");
+        }
+
+        DpsAuth auth = client_auth(c, now);
+        if (auth != DPS_AUTH_OK) {
+                if (t.type == DPS_REQUEST_REGISTER)
+                        log_info("Registration '%s' refused: %s.", c->registration_id, auth_message_table[auth]);
+                return reply_auth_error(c, t.rid, auth, ret);
+        }
+
+        if (len > DPS_BODY_MAX)
+                return reply_error(s, t.rid, 413, DPS_ERROR_TOO_LARGE, -1, ret, "Request body larger than %d bytes",
+                                   DPS_BODY_MAX);
+
+        switch (t.type) {
+        case DPS_REQUEST_REGISTER:
+                return handle_register(c, t.rid, payload, len, now, ret);
+        case DPS_REQUEST_OPERATION_STATUS:
+                return handle_poll(c, t.rid, t.operation_id, now, ret);
+        case _DPS_REQUEST_TYPE_MAX:
+        case _DPS_REQUEST_TYPE_INVALID:
+                break;
+        }
+        return reply_error(s, t.rid, 400, DPS_ERROR_BAD_TOPIC, -1, ret, "Unknown request");
+}
