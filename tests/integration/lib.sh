@@ -111,6 +111,9 @@ start_broker() {
         local b="$WORK/broker" attempt
         mkdir -p "$b"
         cp "$WORK/pki/ca.pem" "$WORK/pki/server.pem" "$WORK/pki/server.key" "$b/"
+        # mosquitto reads the plugin after dropping root: the build tree may not be
+        # reachable for user mosquitto (a checkout under /root), so load a copy
+        cp "$DPS_PLUGIN" "$b/edgeprov_dps.so"
         for attempt in 1 2 3 4 5 6 7 8; do
                 BROKER_PORT=$(random_port)
                 port_open "$BROKER_PORT" && continue
@@ -127,7 +130,7 @@ start_broker() {
                         echo "log_timestamp_format %H:%M:%S"
                         echo "set_tcp_nodelay true"
                         if [ -n "$data" ]; then
-                                echo "plugin $DPS_PLUGIN"
+                                echo "plugin $b/edgeprov_dps.so"
                                 echo "plugin_opt_data_file $data"
                                 echo "plugin_opt_retry_after ${DPS_RETRY_AFTER:-1}"
                         fi
