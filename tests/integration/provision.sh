@@ -17,7 +17,16 @@ write_agent_conf "$WORK/edgeprovd.conf" "$WORK/state" "dps-key"
 
 export CREDENTIALS_DIRECTORY="$WORK/creds"
 "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --check-config > /dev/null || fail "--check-config rejected a valid config"
+
+# listen for sd_notify messages like systemd does
+if command -v socat > /dev/null; then
+        socat -u "UNIX-RECV:$WORK/notify.sock" - > "$WORK/notify.out" 2> "$WORK/socat.log" &
+        ep_track $!
+        wait_for 5 test -S "$WORK/notify.sock" || fail "socat did not create the notify socket"
+        export NOTIFY_SOCKET="$WORK/notify.sock"
+fi
 start_agent "$WORK/edgeprovd.conf" "$WORK/agent.log"
+unset NOTIFY_SOCKET
 wait_for 20 test -s "$WORK/state/state.json" || fail "no state file after 20 s"
 wait_for 5 log_has "$WORK/agent.log" "assigned to hub" || fail "agent did not log the assignment"
 
@@ -28,6 +37,13 @@ state="$WORK/state/state.json"
 [ "$(json_get "$state" substatus)" = initialAssignment ] || fail "substatus in state: $(cat "$state")"
 [ "$(stat -c %a "$state")" = 600 ] || fail "state file mode is $(stat -c %a "$state"), expected 600"
 ls -a "$WORK/state" | grep -q '^\.#' && fail "temporary files left in the state directory"
+
+if [ -f "$WORK/notify.out" ]; then
+        wait_for 5 grep -q "STATUS=Assigned to hub-a.example.test as gw1-device" "$WORK/notify.out" ||
+                fail "no STATUS= for the assignment: $(tr '\n' ' ' < "$WORK/notify.out")"
+        grep -q "^READY=1" "$WORK/notify.out" || fail "no READY=1"
+        grep -q "STATUS=Provisioning at 127.0.0.1" "$WORK/notify.out" || fail "no STATUS= while provisioning"
+fi
 
 # the daemon stays up after the assignment and stops cleanly
 kill -0 "$AGENT_PID" || fail "edgeprovd exited after the assignment"
