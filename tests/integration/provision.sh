@@ -41,7 +41,7 @@ ls -a "$WORK/state" | grep -q '^\.#' && fail "temporary files left in the state 
 if [ -f "$WORK/notify.out" ]; then
         wait_for 5 grep -q "STATUS=Assigned to hub-a.example.test as gw1-device" "$WORK/notify.out" ||
                 fail "no STATUS= for the assignment: $(tr '\n' ' ' < "$WORK/notify.out")"
-        grep -q "^READY=1" "$WORK/notify.out" || fail "no READY=1"
+        grep -q "READY=1" "$WORK/notify.out" || fail "no READY=1"
         grep -q "STATUS=Provisioning at 127.0.0.1" "$WORK/notify.out" || fail "no STATUS= while provisioning"
 fi
 
