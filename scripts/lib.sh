@@ -5,11 +5,25 @@
 EDGEPROV_BUILD_DEPS=(
         build-essential autoconf automake libtool pkg-config
         libsystemd-dev libtss2-dev libssl-dev libmosquitto-dev mosquitto-dev
-        libjson-c-dev libconfig-dev libcmocka-dev
+        libjson-c-dev libconfig-dev libcmocka-dev libsqlite3-dev
+        systemd groff-base man-db
+)
+# scripts/package-test only: Debian package build and lint (tests/packaging/ in make check need
+# systemd-analyze, journalctl and groff from the list above)
+EDGEPROV_PACKAGE_DEPS=(
+        debhelper dpkg-dev lintian util-linux iproute2
 )
 EDGEPROV_RUN_DEPS=(
-        mosquitto mosquitto-clients openssl ca-certificates procps
+        mosquitto mosquitto-clients openssl ca-certificates procps socat
+        dbus-daemon util-linux
+        # TPM attestation (issue 4): the TCTIs are dlopen()ed, so not found by shlibdeps
+        swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 libtss2-tcti-device0 xxd
 )
+# The tests run the official Azure IoT Node.js provisioning SDK (tests/node/, npm ci).  Debian's
+# nodejs + npm only when missing: a nodesource nodejs already brings its own npm.
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
+        EDGEPROV_RUN_DEPS+=(nodejs npm)
+fi
 
 as_root() {
         if [ "$(id -u)" = 0 ]; then

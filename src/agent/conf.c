@@ -19,6 +19,7 @@
 
 static const char *const attestation_table[_ATTESTATION_MAX] = {
         [ATTESTATION_SYMMETRIC_KEY] = "symmetric_key",
+        [ATTESTATION_TPM] = "tpm",
 };
 
 const char *attestation_method_to_string(AttestationMethod m) {
@@ -44,6 +45,8 @@ void conf_init(Config *c) {
                 .retry_initial = 2,
                 .retry_max = 300,
                 .request_timeout = 30,
+                .downstream_concurrency = 8,
+                .downstream_rate = 1000,
         };
 }
 
@@ -58,8 +61,20 @@ void conf_done(Config *c) {
         free(c->ca_file);
         free(c->payload);
         free(c->key_file);
+        free(c->tpm_tcti);
+        free(c->tpm_endorsement_auth_file);
+        free(c->tpm_owner_auth_file);
+        free(c->tpm_ek_ca_file);
+        free(c->tpm_slot_a);
+        free(c->tpm_slot_b);
         free(c->state_directory);
         free(c->log_level);
+        free(c->admin_group);
+        free(c->downstream_group_key_file);
+        if (c->downstream_sensors)
+                for (char **p = c->downstream_sensors; *p; p++)
+                        free(*p);
+        free(c->downstream_sensors);
         free(c->path);
         conf_init(c);
 }
@@ -71,6 +86,7 @@ typedef enum ConfType {
         CONF_STRING,
         CONF_INT,
         CONF_BOOL,
+        CONF_STRV,      /* a list or array of strings, replaced as a whole */
 } ConfType;
 
 typedef struct ConfItem ConfItem;
@@ -133,7 +149,36 @@ static const char *check_json(const char *v) {
 static const char *check_method(const char *v) {
         return attestation_method_from_string(v) >= 0
                 ? NULL
-                : "must be \"symmetric_key\" (\"tpm\" and \"x509\" are not implemented yet)";
+                : "must be \"symmetric_key\" or \"tpm\" (\"x509\" is not implemented yet)";
+}
+
+/* a persistent handle for the TPM key slots: 0x81000002..0x817fffff, not the EK or SRK */
+int conf_parse_tpm_slot(const char *v, uint32_t *ret) {
+        char *end = NULL;
+        unsigned long h;
+
+        if (isempty(v) || !startswith(v, "0x"))
+                return -EINVAL;
+        errno = 0;
+        h = strtoul(v, &end, 16);
+        if (errno != 0 || !end || *end || h < 0x81000002UL || h > 0x817fffffUL || h == 0x81010001UL)
+                return -EINVAL;
+        *ret = (uint32_t) h;
+        return 0;
+}
+
+static const char *check_tpm_slot(const char *v) {
+        uint32_t h;
+        return conf_parse_tpm_slot(v, &h) >= 0
+                ? NULL
+                : "must be a persistent handle in hex, 0x81000002..0x817fffff, not the EK (0x81010001)";
+}
+
+static const char *check_tcti(const char *v) {
+        return isempty(v) || strlen(v) > 1024 || strchr(v, '\n') ? "must be a TCTI string such as "
+                                                                  "\"device:/dev/tpmrm0\" or "
+                                                                  "\"swtpm:host=127.0.0.1,port=2321\""
+                                                                : NULL;
 }
 
 static const char *check_abs_path(const char *v) {
@@ -164,6 +209,13 @@ static const ConfItem schema[] = {
         G("provisioning.attestation"),
         { "provisioning.attestation.method", CONF_STRING, offsetof(Config, attestation), check_method, 0, 0 },
         S("provisioning.attestation.key_file", key_file, check_nonempty),
+        G("tpm"),
+        S("tpm.tcti", tpm_tcti, check_tcti),
+        S("tpm.endorsement_auth_file", tpm_endorsement_auth_file, check_nonempty),
+        S("tpm.owner_auth_file", tpm_owner_auth_file, check_nonempty),
+        S("tpm.ek_ca_file", tpm_ek_ca_file, check_abs_path),
+        S("tpm.key_slot_a", tpm_slot_a, check_tpm_slot),
+        S("tpm.key_slot_b", tpm_slot_b, check_tpm_slot),
         G("agent"),
         S("agent.state_directory", state_directory, check_abs_path),
         I("agent.retry_initial", retry_initial, 1, 3600),
@@ -171,6 +223,12 @@ static const ConfItem schema[] = {
         I("agent.request_timeout", request_timeout, 1, 600),
         B("agent.fail_fast", fail_fast),
         S("agent.log_level", log_level, check_log_level),
+        S("agent.admin_group", admin_group, check_nonempty),
+        G("downstream"),
+        S("downstream.group_key_file", downstream_group_key_file, check_nonempty),
+        I("downstream.concurrency", downstream_concurrency, 1, 1024),
+        I("downstream.rate", downstream_rate, 1, 1000000),
+        { "downstream.sensors", CONF_STRV, offsetof(Config, downstream_sensors), check_nonempty, 0, 10000 },
 };
 
 static const ConfItem *schema_find(const char *path) {
@@ -190,6 +248,8 @@ static const char *type_name(ConfType t) {
                 return "an integer";
         case CONF_BOOL:
                 return "true or false";
+        case CONF_STRV:
+                return "a list of strings ( \"a\", \"b\" )";
         }
         return "?";
 }
@@ -246,7 +306,8 @@ static int apply_setting(Config *c, config_setting_t *s, const char *prefix, con
         bool ok = (item->type == CONF_GROUP && t == CONFIG_TYPE_GROUP) ||
                   (item->type == CONF_STRING && t == CONFIG_TYPE_STRING) ||
                   (item->type == CONF_INT && (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)) ||
-                  (item->type == CONF_BOOL && t == CONFIG_TYPE_BOOL);
+                  (item->type == CONF_BOOL && t == CONFIG_TYPE_BOOL) ||
+                  (item->type == CONF_STRV && (t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY));
         if (!ok)
                 return conf_error(reterr, file, line, "%s= must be %s", path, type_name(item->type));
 
@@ -284,6 +345,38 @@ static int apply_setting(Config *c, config_setting_t *s, const char *prefix, con
         case CONF_BOOL:
                 *(bool *) ((uint8_t *) c + item->offset) = config_setting_get_bool(s);
                 return 0;
+        case CONF_STRV: {
+                int n = config_setting_length(s);
+                char ***field = (char ***) ((uint8_t *) c + item->offset);
+                char **v;
+                if (n < 0 || n > item->max)
+                        return conf_error(reterr, file, line, "%s= must have at most %lld entries", path, item->max);
+                v = calloc((size_t) n + 1, sizeof(char *));
+                if (!v)
+                        return -ENOMEM;
+                for (int i = 0; i < n; i++) {
+                        config_setting_t *e = config_setting_get_elem(s, (unsigned) i);
+                        const char *x = e && config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e)
+                                                                                          : NULL;
+                        const char *why = !x ? "must hold strings only"
+                                          : strlen(x) > 4096 ? "entries must be at most 4096 characters"
+                                          : item->check ? item->check(x) : NULL;
+                        if (why || !(v[i] = strdup(x))) {
+                                for (int j = 0; j < i; j++)
+                                        free(v[j]);
+                                free(v);
+                                return why ? conf_error(reterr, file, e ? (int) config_setting_source_line(e) : line,
+                                                        "%s= %s", path, why)
+                                           : -ENOMEM;
+                        }
+                }
+                if (*field)
+                        for (char **p = *field; *p; p++)
+                                free(*p);
+                free(*field);
+                *field = v;
+                return 0;
+        }
         }
         return -EINVAL;
 }
@@ -322,13 +415,17 @@ int conf_verify(const Config *c, char **reterr_message) {
         const char *file = strna(c->path);
 
         for (size_t i = 0; i < ELEMENTSOF(required); i++)
-                if (!*(char *const *) ((const uint8_t *) c + required[i].offset))
+                if (!*(char *const *) ((const uint8_t *) c + required[i].offset) &&
+                    /* TPM attestation derives it from the EK when not configured (§6.3) */
+                    !(required[i].offset == offsetof(Config, registration_id) && c->attestation == ATTESTATION_TPM))
                         return conf_error(reterr_message, file, 0, "%s= is required", required[i].name);
         if (c->attestation < 0)
                 return conf_error(reterr_message, file, 0, "provisioning.attestation.method= is required");
         if (c->attestation == ATTESTATION_SYMMETRIC_KEY && !c->key_file)
                 return conf_error(reterr_message, file, 0,
                                   "provisioning.attestation.key_file= is required for symmetric_key attestation");
+        if (c->tpm_slot_a && c->tpm_slot_b && strcaseeq(c->tpm_slot_a, c->tpm_slot_b))
+                return conf_error(reterr_message, file, 0, "tpm.key_slot_a= and tpm.key_slot_b= must differ");
         if (c->retry_max < c->retry_initial)
                 return conf_error(reterr_message, file, 0,
                                   "agent.retry_max= (%d) must not be smaller than agent.retry_initial= (%d)",

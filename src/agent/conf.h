@@ -17,6 +17,7 @@
 
 typedef enum AttestationMethod {
         ATTESTATION_SYMMETRIC_KEY,
+        ATTESTATION_TPM,
         _ATTESTATION_MAX,
         _ATTESTATION_INVALID = -EINVAL,
 } AttestationMethod;
@@ -37,6 +38,12 @@ typedef struct Config {
         int sas_lifetime;       /* seconds */
         AttestationMethod attestation;
         char *key_file;
+        /* TPM attestation (src/agent/tpm.c, attest.c) */
+        char *tpm_tcti;                 /* NULL: device:/dev/tpmrm0 */
+        char *tpm_endorsement_auth_file;
+        char *tpm_owner_auth_file;
+        char *tpm_ek_ca_file;           /* manufacturer CA bundle for the EK certificate, optional */
+        char *tpm_slot_a, *tpm_slot_b;  /* persistent handles for the HMAC key, "0x81000100"/"0x81000101" */
         /* agent */
         char *state_directory;
         int retry_initial;      /* seconds */
@@ -44,6 +51,12 @@ typedef struct Config {
         int request_timeout;    /* seconds */
         bool fail_fast;
         char *log_level;
+        char *admin_group;      /* may call mutating D-Bus methods besides root (default "edgeprov") */
+        /* downstream sensors (src/agent/downstream.c) */
+        char *downstream_group_key_file;
+        int downstream_concurrency;
+        int downstream_rate;    /* registrations a minute */
+        char **downstream_sensors;      /* inventory, NULL-terminated, may be NULL */
 
         char *path;             /* the main file */
 } Config;
@@ -72,3 +85,6 @@ int conf_read_key(const Config *c, char **ret_key_b64, char **reterr_message);
 /* A digest over every setting that defines the gateway's identity (endpoint, scope,
  * registration id, attestation, key).  A change triggers reprovisioning. */
 int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_hex);
+
+/* tpm.key_slot_a/b values: a persistent handle 0x81000002..0x817fffff other than the EK. */
+int conf_parse_tpm_slot(const char *v, uint32_t *ret);

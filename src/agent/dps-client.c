@@ -54,6 +54,7 @@ struct DpsClient {
         /* the result, owned */
         DpsResult result;
         char *r_hub, *r_device, *r_substatus, *r_regid, *r_status, *r_message, *r_tracking, *r_opid;
+        char *tpm_ek, *tpm_srk, *r_auth_key;
 };
 
 static const char *const outcome_table[_DPS_OUTCOME_MAX] = {
@@ -117,6 +118,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
         c->result.substatus = c->r_substatus;
         c->result.dps_status = c->r_status;
         c->result.error_message = c->r_message;
+        c->result.authentication_key = c->r_auth_key;
         c->result.tracking_id = c->r_tracking;
         if (c->cb)
                 c->cb(c, &c->result, c->userdata);
@@ -178,7 +180,7 @@ static int send_register(DpsClient *c) {
         r = dps_register_topic_format(c->rid, &topic);
         if (r < 0)
                 return r;
-        r = dps_register_request_format(c->registration_id, c->payload_json, NULL, NULL, &body);
+        r = dps_register_request_format(c->registration_id, c->payload_json, c->tpm_ek, c->tpm_srk, &body);
         if (r < 0)
                 return r;
         r = mosquitto_publish(c->mosq, NULL, topic, (int) strlen(body), body, 1, false);
@@ -233,8 +235,9 @@ static void schedule_next(DpsClient *c, int retry_after) {
         c->phase = PHASE_WAITING_POLL;
         (void) sd_event_source_set_enabled(c->timeout_timer, SD_EVENT_OFF);
         c->poll_timer = sd_event_source_disable_unref(c->poll_timer);
-        r = sd_event_add_time_relative(c->event, &c->poll_timer, CLOCK_BOOTTIME, (uint64_t) secs * USEC_PER_SEC, 0,
-                                       on_poll_timer, c);
+        /* accuracy 10 ms: 0 would mean sd-event's default of 250 ms, a quarter second lost per poll */
+        r = sd_event_add_time_relative(c->event, &c->poll_timer, CLOCK_BOOTTIME, (uint64_t) secs * USEC_PER_SEC,
+                                       USEC_PER_SEC / 100, on_poll_timer, c);
         if (r < 0)
                 client_finish(c, DPS_OUTCOME_TRANSIENT, 0, "Failed to arm poll timer: %s", strerror(-r));
 }
@@ -289,6 +292,13 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
                 }
                 client_finish(c, DPS_OUTCOME_TRANSIENT, t->status, "Provisioning service answered %u%s%s", t->status,
                               resp.message ? ": " : "", strempty(resp.message));
+                return;
+        }
+        if (t->status == 401 && resp.authentication_key && c->tpm_ek) {
+                /* TPM attestation: the challenge; the manager activates it and registers again */
+                c->r_auth_key = strdup(resp.authentication_key);
+                client_finish(c, DPS_OUTCOME_REJECTED, t->status, "%s",
+                              c->r_auth_key ? "TPM challenge received" : "Out of memory");
                 return;
         }
         if (t->status >= 300) {
@@ -520,6 +530,12 @@ int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, 
         c->api_version = strdup(p->api_version ?: DPS_API_VERSION_DEFAULT);
         c->password = dup_or_null(p->password);
         c->payload_json = dup_or_null(p->payload_json);
+        c->tpm_ek = dup_or_null(p->tpm_ek_b64);
+        c->tpm_srk = dup_or_null(p->tpm_srk_b64);
+        if ((p->tpm_ek_b64 && !c->tpm_ek) || (p->tpm_srk_b64 && !c->tpm_srk)) {
+                dps_client_free(c);
+                return -ENOMEM;
+        }
         if (!c->host || !c->id_scope || !c->registration_id || !c->api_version || (p->ca_file && !c->ca_file) ||
             (p->password && !c->password) || (p->payload_json && !c->payload_json)) {
                 dps_client_free(c);
@@ -598,6 +614,9 @@ DpsClient *dps_client_free(DpsClient *c) {
         free(c->api_version);
         c->password = erase_and_free(c->password);
         free(c->payload_json);
+        free(c->tpm_ek);
+        free(c->tpm_srk);
+        free(c->r_auth_key);
         free(c->operation_id);
         free(c->r_hub);
         free(c->r_device);

@@ -20,6 +20,8 @@ typedef struct DpsClientParams {
         const char *api_version;
         const char *password;         /* SAS token (secret: copied, wiped on free) */
         const char *payload_json;     /* custom payload or NULL */
+        const char *tpm_ek_b64;       /* TPM attestation: sent as tpm.endorsementKey/storageRootKey, or NULL */
+        const char *tpm_srk_b64;
         uint64_t request_timeout_usec;
 } DpsClientParams;
 
@@ -45,6 +47,7 @@ typedef struct DpsResult {
         int64_t error_code;
         const char *error_message;  /* human readable, always set unless assigned */
         const char *tracking_id;
+        const char *authentication_key; /* TPM challenge (401 with authenticationKey), base64, or NULL */
 } DpsResult;
 
 typedef void (*DpsClientCallback)(DpsClient *c, const DpsResult *result, void *userdata);

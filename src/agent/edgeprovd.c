@@ -7,13 +7,18 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
+#include "agent/bus.h"
 #include "agent/conf.h"
+#include "agent/downstream.h"
 #include "agent/manager.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "agent/attest.h"
 
 static const char *arg_config = EDGEPROV_DEFAULT_CONFIG;
 static bool arg_check_config = false;
+static const char *arg_bus_address = NULL;     /* NULL: system bus, optional */
+static bool arg_print_tpm_identity = false;
 
 static void help(void) {
         printf("%s [OPTIONS...]\n\n"
@@ -21,17 +26,22 @@ static void help(void) {
                "  -h --help            Show this help\n"
                "     --version         Show the version\n"
                "  -c --config=PATH     Configuration file (default: %s)\n"
-               "     --check-config    Validate the configuration (and drop-ins) and exit\n",
+               "     --check-config    Validate the configuration (and drop-ins) and exit\n"
+               "     --print-tpm-identity  Print the TPM registration id and base64 EK to enroll, and exit\n"
+               "     --bus-address=ADDR  D-Bus to serve on: a D-Bus address, \"session\", or \"none\"\n"
+               "                       (default: the system bus, if there is one)\n",
                program_invocation_short_name, EDGEPROV_DEFAULT_CONFIG);
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_CHECK_CONFIG };
+        enum { ARG_VERSION = 0x100, ARG_CHECK_CONFIG, ARG_BUS_ADDRESS, ARG_PRINT_TPM_IDENTITY };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "bus-address", required_argument, NULL, ARG_BUS_ADDRESS },
+                { "print-tpm-identity", no_argument, NULL, ARG_PRINT_TPM_IDENTITY },
                 {},
         };
         int c;
@@ -49,6 +59,12 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_CHECK_CONFIG:
                         arg_check_config = true;
+                        break;
+                case ARG_BUS_ADDRESS:
+                        arg_bus_address = optarg;
+                        break;
+                case ARG_PRINT_TPM_IDENTITY:
+                        arg_print_tpm_identity = true;
                         break;
                 case '?':
                         return -EINVAL;
@@ -68,7 +84,50 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
+typedef struct Daemon {
+        Downstream *downstream;
+        Bus *bus;
+} Daemon;
+
+/* The manager's change notification fans out to the sensors (they need the gateway's
+ * device id) and to D-Bus. */
+static void on_manager_changed(Manager *m, void *userdata) {
+        Daemon *dmn = userdata;
+        const GatewayState *a = manager_get_assignment(m);
+
+        (void) downstream_set_gateway(dmn->downstream, a ? a->device_id : NULL);
+        bus_gateway_changed(dmn->bus);
+}
+
+static int daemon_setup(Daemon *dmn, sd_event *event, Manager *m) {
+        const Config *c = manager_get_config(m);
+        int r;
+
+        r = downstream_new(event, c, &dmn->downstream);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the downstream registry: %m");
+        r = downstream_start(dmn->downstream);
+        if (r < 0)
+                return r;
+        for (char **p = c->downstream_sensors; p && *p; p++) {
+                const char *why = NULL;
+                r = downstream_add(dmn->downstream, *p, NULL, NULL, &why);
+                if (r < 0)
+                        log_warning_errno(r, "Inventory sensor '%s' skipped: %s", *p, why ?: strerror(-r));
+        }
+        if (!streq_ptr(arg_bus_address, "none")) {
+                r = bus_new(event, m, dmn->downstream, arg_bus_address, c->admin_group ?: "edgeprov", &dmn->bus);
+                if (r < 0 && arg_bus_address)
+                        return r;
+                if (r < 0)
+                        log_notice("Continuing without D-Bus.");
+        }
+        manager_set_changed_callback(m, on_manager_changed, dmn);
+        return 0;
+}
+
 static int run(int argc, char *argv[]) {
+        Daemon dmn = {};
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_free_ char *error = NULL;
         Manager *m = NULL;
@@ -87,10 +146,24 @@ static int run(int argc, char *argv[]) {
         }
         if (config.log_level && !getenv("LOG_LEVEL"))
                 log_set_max_level(log_level_from_string(config.log_level));
+        if (arg_print_tpm_identity) {
+                /* the operator enrolls these (dps-protocol.md §6.3); creates EK/SRK if absent */
+                TpmAttestation *a = NULL;
+                r = tpm_attestation_new(&config, &a);
+                if (r >= 0)
+                        r = tpm_attestation_load_identity(a);
+                if (r >= 0)
+                        printf("registrationId: %s\nendorsementKey: %s\n",
+                               config.registration_id ?: tpm_attestation_registration_id(a),
+                               tpm_attestation_ek_b64(a));
+                tpm_attestation_free(a);
+                conf_done(&config);
+                return r < 0 ? r : 0;
+        }
         if (arg_check_config) {
                 _cleanup_free_ char *key_error = NULL;
                 char *key = NULL;
-                r = conf_read_key(&config, &key, &key_error);
+                r = config.attestation == ATTESTATION_TPM ? 0 : conf_read_key(&config, &key, &key_error);
                 erase_and_free(key);
                 conf_done(&config);
                 if (r < 0) {
@@ -121,8 +194,12 @@ static int run(int argc, char *argv[]) {
                 conf_done(&config);
                 return log_error_errno(r, "Failed to set up: %m");
         }
-        r = manager_start(m);
+        r = daemon_setup(&dmn, event, m);
+        if (r >= 0)
+                r = manager_start(m);
         if (r < 0) {
+                bus_free(dmn.bus);
+                downstream_free(dmn.downstream);
                 manager_free(m);
                 return r;
         }
@@ -132,6 +209,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 log_error_errno(r, "Event loop failed: %m");
         int status = manager_exit_status(m);
+        dmn.bus = bus_free(dmn.bus);
+        dmn.downstream = downstream_free(dmn.downstream);
         manager_free(m);
         if (r < 0)
                 return r;

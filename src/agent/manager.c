@@ -6,6 +6,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "agent/attest.h"
 #include "agent/backoff.h"
 #include "agent/dps-client.h"
 #include "agent/manager.h"
@@ -31,6 +32,14 @@ struct Manager {
         unsigned attempt;
         char *last_error;
         int exit_status;
+        /* change notification for the D-Bus layer (bus.c) */
+        uint64_t next_retry_realtime_usec;
+        ManagerChangedCallback changed_cb;
+        void *changed_userdata;
+        /* TPM attestation (attest.c): NULL for symmetric keys */
+        TpmAttestation *tpm;
+        bool tpm_answering;     /* the challenge is activated: this attempt signs with the TPM */
+        uint64_t start_usec;    /* CLOCK_MONOTONIC at manager_start, for the timing report */
 };
 
 static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
@@ -69,11 +78,21 @@ _printf_(2, 3) static void manager_set_status(Manager *m, const char *fmt, ...) 
                 (void) sd_notifyf(false, "STATUS=%s", text);
 }
 
+static void manager_notify(Manager *m) {
+        if (m->changed_cb)
+                m->changed_cb(m, m->changed_userdata);
+}
+
+/* Every branch changes last_error/assignment first and then the state, so notifying here
+ * covers them all; the subscriber compares values and emits only what changed. */
 static void manager_set_state(Manager *m, ManagerState s) {
-        if (m->state == s)
-                return;
-        log_debug("State %s → %s.", manager_state_to_string(m->state), manager_state_to_string(s));
-        m->state = s;
+        if (m->state != s) {
+                log_debug("State %s → %s.", manager_state_to_string(m->state), manager_state_to_string(s));
+                m->state = s;
+        }
+        if (s != MANAGER_RETRYING && s != MANAGER_REJECTED)
+                m->next_retry_realtime_usec = 0;
+        manager_notify(m);
 }
 
 int manager_new(sd_event *e, Config *config, Manager **ret) {
@@ -104,6 +123,7 @@ Manager *manager_free(Manager *m) {
         m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
         gateway_state_done(&m->assignment);
         m->key_b64 = erase_and_free(m->key_b64);
+        m->tpm = tpm_attestation_free(m->tpm);
         free(m->fingerprint);
         free(m->last_error);
         conf_done(&m->config);
@@ -112,16 +132,102 @@ Manager *manager_free(Manager *m) {
         return NULL;
 }
 
+/* ---- TPM attestation (attest.c), kept apart from the rest of the state machine ---- */
+
+static void manager_handle_result(Manager *m, const DpsResult *res);
+static void manager_schedule_retry(Manager *m, uint64_t delay_usec);
+static int manager_provision(Manager *m);
+
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* The TPM identity stands in for the key: the EK goes into the fingerprint, the
+ * registration id is derived from it unless configured. */
+static int manager_load_tpm(Manager *m) {
+        int r;
+
+        m->start_usec = monotonic_usec();
+        r = tpm_attestation_new(&m->config, &m->tpm);
+        if (r < 0)
+                return r;
+        r = tpm_attestation_load_identity(m->tpm);
+        if (r < 0)
+                return r;
+        if (!m->config.registration_id) {
+                m->config.registration_id = strdup(tpm_attestation_registration_id(m->tpm));
+                if (!m->config.registration_id)
+                        return log_oom();
+                log_info("TPM: registration id derived from the endorsement key: %s", m->config.registration_id);
+        }
+        m->key_b64 = strdup(tpm_attestation_ek_b64(m->tpm));
+        return m->key_b64 ? 0 : log_oom();
+}
+
+/* The MQTT password: a SAS token from the key file, or for TPM attestation none (the first
+ * attempt gets the challenge) or one signed inside the TPM. */
+static int manager_make_password(Manager *m, const char *resource, uint64_t expiry, char **ret) {
+        if (!m->tpm)
+                return sas_token_build_b64(m->key_b64, resource, expiry, SAS_DEFAULT_KEY_NAME, ret);
+        if (!m->tpm_answering) {
+                *ret = NULL;
+                return 0;
+        }
+        return tpm_attestation_sign(m->tpm, resource, expiry, ret);
+}
+
+/* Returns true when the result was the TPM challenge and has been dealt with. */
+static bool manager_tpm_on_result(Manager *m, DpsClient *c, const DpsResult *res) {
+        _cleanup_free_ char *challenge = NULL;
+        int r;
+
+        if (!res->authentication_key || m->tpm_answering) {
+                /* any other outcome: the next attempt starts with a new challenge */
+                m->tpm_answering = false;
+                if (res->outcome != DPS_OUTCOME_ASSIGNED)
+                        tpm_attestation_abort(m->tpm);
+                return false;
+        }
+        challenge = strdup(res->authentication_key);
+        if (m->client == c)
+                m->client = dps_client_free(m->client);
+        if (!challenge) {
+                log_oom();
+                return false;
+        }
+        r = tpm_attestation_activate(m->tpm, challenge);
+        if (r < 0) {
+                DpsResult fail = { .outcome = r == -EBADMSG ? DPS_OUTCOME_REJECTED : DPS_OUTCOME_TRANSIENT,
+                                   .status = 401,
+                                   .retry_after = -1,
+                                   .error_message = r == -EBADMSG
+                                           ? "the TPM refused the service's authenticationKey (see the TPM error above)"
+                                           : "the TPM could not activate the authenticationKey (see above)" };
+                manager_handle_result(m, &fail);
+                return true;
+        }
+        m->tpm_answering = true;
+        r = manager_provision(m);
+        if (r < 0 && m->state != MANAGER_RETRYING) {
+                m->tpm_answering = false;
+                manager_set_state(m, MANAGER_RETRYING);
+                manager_schedule_retry(m, backoff_next(&m->backoff));
+        }
+        return true;
+}
+
 static int manager_load_key(Manager *m) {
+        if (m->config.attestation == ATTESTATION_TPM)
+                return manager_load_tpm(m);
+
         _cleanup_free_ char *error = NULL;
         int r = conf_read_key(&m->config, &m->key_b64, &error);
         if (r < 0)
                 return log_error_errno(r, "%s", strna(error));
         return 0;
 }
-
-static void manager_schedule_retry(Manager *m, uint64_t delay_usec);
-static int manager_provision(Manager *m);
 
 static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
@@ -138,6 +244,10 @@ static void manager_schedule_retry(Manager *m, uint64_t delay_usec) {
                                        on_retry_timer, m);
         if (r < 0)
                 log_error_errno(r, "Failed to arm the retry timer: %m");
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        m->next_retry_realtime_usec = r < 0 ? 0 : (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000 + delay_usec;
+        manager_notify(m);
 }
 
 static void field(char *buf, size_t size, const char *key, const char *value) {
@@ -166,6 +276,7 @@ static void manager_handle_result(Manager *m, const DpsResult *res) {
                         .fingerprint = strdup(m->fingerprint),
                         .endpoint = strdup(m->config.endpoint),
                         .id_scope = strdup(m->config.id_scope),
+                        .tpm_key_slot = m->tpm ? tpm_attestation_pending_slot_string(m->tpm) : NULL,
                         .provisioned_at = (uint64_t) time(NULL),
                 };
                 if (!gateway_state_is_committed(&s) || !s.attestation || !s.fingerprint || !s.endpoint || !s.id_scope)
@@ -187,6 +298,15 @@ static void manager_handle_result(Manager *m, const DpsResult *res) {
                 }
                 gateway_state_done(&m->assignment);
                 m->assignment = s;
+                if (m->tpm) {
+                        /* the new key is in use only now that its assignment is committed */
+                        uint64_t total = monotonic_usec() - m->start_usec, tpm = tpm_attestation_take_tpm_usec(m->tpm);
+                        tpm_attestation_commit(m->tpm);
+                        log_info("TPM attestation: start to assigned %.1f ms, of which TPM %.1f ms and "
+                                 "network/service %.1f ms (key slot %s).",
+                                 total / 1000.0, tpm / 1000.0, (total - MIN(tpm, total)) / 1000.0,
+                                 strna(s.tpm_key_slot));
+                }
                 backoff_reset(&m->backoff);
                 free(m->last_error);
                 m->last_error = NULL;
@@ -240,6 +360,9 @@ static void manager_handle_result(Manager *m, const DpsResult *res) {
 static void on_dps_result(DpsClient *c, const DpsResult *res, void *userdata) {
         Manager *m = userdata;
 
+        if (m->tpm && manager_tpm_on_result(m, c, res))
+                return;
+
         /* res points into the client: free it only afterwards */
         manager_handle_result(m, res);
         if (m->client == c)
@@ -260,7 +383,7 @@ static int manager_provision(Manager *m) {
         if (asprintf(&resource, "%s/registrations/%s", m->config.id_scope, m->config.registration_id) < 0)
                 return log_oom();
         expiry = (uint64_t) time(NULL) + (uint64_t) m->config.sas_lifetime;
-        r = sas_token_build_b64(m->key_b64, resource, expiry, SAS_DEFAULT_KEY_NAME, &token);
+        r = manager_make_password(m, resource, expiry, &token);
         if (r < 0)
                 return log_error_errno(r, "Failed to build the SAS token: %m");
 
@@ -273,6 +396,8 @@ static int manager_provision(Manager *m) {
                 .api_version = m->config.api_version,
                 .password = token,
                 .payload_json = m->config.payload,
+                .tpm_ek_b64 = m->tpm ? tpm_attestation_ek_b64(m->tpm) : NULL,
+                .tpm_srk_b64 = m->tpm ? tpm_attestation_srk_b64(m->tpm) : NULL,
                 .request_timeout_usec = (uint64_t) m->config.request_timeout * USEC_PER_SEC,
         };
         r = dps_client_new(m->event, &p, on_dps_result, m, &m->client);
@@ -310,7 +435,11 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to compute the identity fingerprint: %m");
 
+        if (!m->start_usec)
+                m->start_usec = monotonic_usec();
         r = gateway_state_load(m->config.state_directory, &s);
+        if (r >= 0 && m->tpm)
+                (void) tpm_attestation_set_active_slot(m->tpm, s.tpm_key_slot);
         if (r == -EBADMSG) {
                 _cleanup_free_ char *from = NULL, *to = NULL;
                 if (asprintf(&from, "%s/%s", m->config.state_directory, STATE_FILE_NAME) >= 0 &&
@@ -347,4 +476,38 @@ int manager_start(Manager *m) {
 
         r = manager_provision(m);
         return r == -EBUSY ? 0 : (r < 0 && m->state == MANAGER_RETRYING ? 0 : r);
+}
+
+/* ---- accessors and triggers for the D-Bus layer --------------------------- */
+
+void manager_set_changed_callback(Manager *m, ManagerChangedCallback cb, void *userdata) {
+        m->changed_cb = cb;
+        m->changed_userdata = userdata;
+}
+
+const Config *manager_get_config(const Manager *m) {
+        return &m->config;
+}
+
+const char *manager_get_last_error(const Manager *m) {
+        return m->last_error;
+}
+
+uint64_t manager_get_next_retry_usec(const Manager *m) {
+        return m->next_retry_realtime_usec;
+}
+
+int manager_reprovision(Manager *m, const char *reason) {
+        char f_reg[192], f_reason[160];
+
+        if (m->client)
+                return -EBUSY;
+        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+        field(f_reason, sizeof(f_reason), "REASON", isempty(reason) ? "operator-request" : reason);
+        log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(REPROVISION), f_reg, f_reason),
+                   "Provisioning again on request (%s).", isempty(reason) ? "operator-request" : reason);
+        m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
+        backoff_reset(&m->backoff);
+        int r = manager_provision(m);
+        return r < 0 && m->state == MANAGER_RETRYING ? 0 : r;
 }

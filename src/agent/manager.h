@@ -40,3 +40,14 @@ ManagerState manager_get_state(const Manager *m);
 const GatewayState *manager_get_assignment(const Manager *m);
 /* The exit status the daemon should use when the loop ends. */
 int manager_exit_status(const Manager *m);
+
+/* For the D-Bus layer: called after every change of state, assignment, last error or next
+ * retry time (possibly more often; compare values). */
+typedef void (*ManagerChangedCallback)(Manager *m, void *userdata);
+void manager_set_changed_callback(Manager *m, ManagerChangedCallback cb, void *userdata);
+const Config *manager_get_config(const Manager *m);
+const char *manager_get_last_error(const Manager *m);
+/* CLOCK_REALTIME µs of the next attempt, 0 if none is scheduled. */
+uint64_t manager_get_next_retry_usec(const Manager *m);
+/* Starts a new provisioning now (operator request); -EBUSY if one is in flight. */
+int manager_reprovision(Manager *m, const char *reason);

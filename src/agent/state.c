@@ -21,6 +21,7 @@ void gateway_state_done(GatewayState *s) {
         free(s->fingerprint);
         free(s->endpoint);
         free(s->id_scope);
+        free(s->tpm_key_slot);
         *s = (GatewayState) {};
 }
 
@@ -41,6 +42,7 @@ static const struct {
         { "fingerprint", offsetof(GatewayState, fingerprint) },
         { "endpoint", offsetof(GatewayState, endpoint) },
         { "idScope", offsetof(GatewayState, id_scope) },
+        { "tpmKeySlot", offsetof(GatewayState, tpm_key_slot) },
 };
 
 int gateway_state_parse(const char *buf, size_t len, GatewayState *ret) {

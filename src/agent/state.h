@@ -22,6 +22,7 @@ typedef struct GatewayState {
         char *fingerprint;
         char *endpoint;
         char *id_scope;
+        char *tpm_key_slot;      /* TPM attestation: the persistent handle of the active key, "0x81000100" */
         uint64_t provisioned_at; /* seconds since the epoch */
 } GatewayState;
 

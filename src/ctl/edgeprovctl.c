@@ -1,40 +1,76 @@
 /* SPDX-License-Identifier: MIT */
-/* edgeprovctl: look at what edgeprovd did.  (The D-Bus API will replace the direct file
- * access; the state file stays the ground truth that survives reboots.) */
+/* edgeprovctl: look at and steer edgeprovd over D-Bus (io.edgeprov.Gateway1).  `status` falls
+ * back to the state file when the daemon is not running. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <json-c/json.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-bus.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "agent/bus.h"
 #include "agent/conf.h"
+#include "agent/sensor-list.h"
 #include "agent/state.h"
+#include "edgeprov/fileio.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 
+/* Exit codes */
+#define EXIT_USAGE 2
+#define EXIT_NOT_PROVISIONED 3
+#define EXIT_NO_DEVICE 4
+#define EXIT_DENIED 5
+#define EXIT_NO_DAEMON 6
+
 static const char *arg_state_dir = NULL;
 static const char *arg_config = EDGEPROV_DEFAULT_CONFIG;
+static const char *arg_bus_address = NULL;
+static const char *arg_file = NULL;
+static const char *arg_reason = "";
 static bool arg_json = false;
+static bool arg_wait = false;
+static char **arg_options = NULL;
+static size_t arg_n_options = 0;
 
 static void help(void) {
         printf("%s [OPTIONS...] COMMAND\n\n"
-               "Show the provisioning state of this gateway.\n\n"
+               "Show and steer the provisioning of this gateway and its sensors.\n\n"
                "Commands:\n"
-               "  status               Show the committed hub assignment\n\n"
+               "  status                      The gateway's own assignment (default)\n"
+               "  devices                     List the downstream sensors\n"
+               "  device ID                   Show one sensor\n"
+               "  register ID [--option K=V]  Register a sensor (BLE MAC, Zigbee EUI-64, UNIT@BUS or an id)\n"
+               "  register --file FILE        Register the sensors listed in a CSV or JSON file\n"
+               "  remove ID                   Forget a sensor\n"
+               "  reprovision [--reason R]    Provision the gateway again now\n"
+               "  doctor                      Check what provisioning depends on\n\n"
                "Options:\n"
-               "  -h --help            Show this help\n"
-               "     --version         Show the version\n"
-               "  -c --config=PATH     edgeprovd configuration (to find the state directory)\n"
-               "     --state-dir=DIR   State directory (overrides the configuration)\n"
-               "     --json            Print the state document as JSON\n",
+               "  -h --help                   Show this help\n"
+               "     --version                Show the version\n"
+               "  -c --config=PATH            edgeprovd configuration (for status without the daemon, doctor)\n"
+               "     --state-dir=DIR          Read the state directory instead of asking the daemon\n"
+               "     --bus-address=ADDR       D-Bus address (default: the system bus)\n"
+               "     --json                   Machine-readable output\n"
+               "  -o --option=KEY=VALUE       Registration option (repeatable)\n"
+               "  -f --file=FILE              Bulk sensor file\n"
+               "     --wait                   register: wait until the sensors are assigned or failed\n"
+               "     --reason=TEXT            reprovision: why (logged)\n\n"
+               "Exit status: 0 success, 1 failure, 2 usage, 3 not provisioned, 4 no such device,\n"
+               "5 permission denied, 6 edgeprovd not reachable.\n",
                program_invocation_short_name);
 }
 
-static int status(void) {
-        _cleanup_free_ char *dir = NULL;
-        GatewayState s = {};
-        int r;
-
+static int state_dir(char **ret) {
+        char *dir;
         if (arg_state_dir)
                 dir = strdup(arg_state_dir);
         else {
@@ -48,19 +84,30 @@ static int status(void) {
                 conf_done(&c);
         }
         if (!dir)
+                return -ENOMEM;
+        *ret = dir;
+        return 0;
+}
+
+static int status_from_file(void) {
+        _cleanup_free_ char *dir = NULL;
+        GatewayState s = {};
+        int r;
+
+        if (state_dir(&dir) < 0)
                 return log_oom();
 
         r = gateway_state_load(dir, &s);
         if (r == -ENOENT) {
                 printf("Not provisioned yet (no state in %s).\n", dir);
-                return 3;
+                return EXIT_NOT_PROVISIONED;
         }
         if (r < 0)
                 return log_error_errno(r, "Cannot read the state in '%s': %m", dir);
         if (!gateway_state_is_committed(&s)) {
                 printf("Not provisioned yet.\n");
                 gateway_state_done(&s);
-                return 3;
+                return EXIT_NOT_PROVISIONED;
         }
         if (arg_json) {
                 _cleanup_free_ char *text = NULL;
@@ -88,21 +135,712 @@ static int status(void) {
         return 0;
 }
 
+/* ---- D-Bus ---------------------------------------------------------------- */
+
+static int bus_open(sd_bus **ret) {
+        _cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        if (!arg_bus_address)
+                return sd_bus_open_system(ret);
+        r = sd_bus_new(&bus);
+        if (r >= 0)
+                r = sd_bus_set_address(bus, arg_bus_address);
+        if (r >= 0)
+                r = sd_bus_set_bus_client(bus, 1);
+        if (r >= 0)
+                r = sd_bus_start(bus);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+static int connect_or_fail(sd_bus **ret) {
+        int r = bus_open(ret);
+        if (r < 0) {
+                log_error_errno(r, "Cannot connect to the bus: %m");
+                return -EXIT_NO_DAEMON;
+        }
+        return 0;
+}
+
+/* Prints the D-Bus error and returns the exit status for it. */
+static int fail_bus(const char *what, const sd_bus_error *e, int r) {
+        log_error("%s: %s", what, e && e->message ? e->message : strerror(-r));
+        if (!e || !e->name)
+                return EXIT_FAILURE;
+        if (streq(e->name, "io.edgeprov.Error.PermissionDenied") || streq(e->name, SD_BUS_ERROR_ACCESS_DENIED))
+                return EXIT_DENIED;
+        if (streq(e->name, "io.edgeprov.Error.NoSuchDevice") || streq(e->name, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return EXIT_NO_DEVICE;
+        if (streq(e->name, SD_BUS_ERROR_SERVICE_UNKNOWN) || streq(e->name, SD_BUS_ERROR_NAME_HAS_NO_OWNER) ||
+            streq(e->name, SD_BUS_ERROR_NO_REPLY))
+                return EXIT_NO_DAEMON;
+        return EXIT_FAILURE;
+}
+
+/* Reads an a{sv} of s/t/u/b values into a JSON object. */
+static int read_props(sd_bus_message *m, struct json_object *o) {
+        int r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *k, *contents;
+                char type;
+                r = sd_bus_message_read(m, "s", &k);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, &type, &contents);
+                if (r < 0)
+                        return r;
+                if (streq(contents, "s")) {
+                        const char *v;
+                        r = sd_bus_message_read(m, "v", "s", &v);
+                        if (r >= 0)
+                                json_object_object_add(o, k, json_object_new_string(v));
+                } else if (streq(contents, "t")) {
+                        uint64_t v;
+                        r = sd_bus_message_read(m, "v", "t", &v);
+                        if (r >= 0)
+                                json_object_object_add(o, k, json_object_new_int64((int64_t) v));
+                } else if (streq(contents, "u")) {
+                        uint32_t v;
+                        r = sd_bus_message_read(m, "v", "u", &v);
+                        if (r >= 0)
+                                json_object_object_add(o, k, json_object_new_int64(v));
+                } else
+                        r = sd_bus_message_skip(m, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
+static int get_all(sd_bus *bus, const char *path, const char *iface, struct json_object **ret, sd_bus_error *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r = sd_bus_call_method(bus, BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll", e, &reply, "s",
+                                   iface);
+        if (r < 0)
+                return r;
+        struct json_object *o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        r = read_props(reply, o);
+        if (r < 0) {
+                json_object_put(o);
+                return r;
+        }
+        *ret = o;
+        return 0;
+}
+
+static const char *jstr(struct json_object *o, const char *k) {
+        struct json_object *v;
+        if (!json_object_object_get_ex(o, k, &v))
+                return "";
+        return json_object_get_string(v) ?: "";
+}
+
+static int64_t jint(struct json_object *o, const char *k) {
+        struct json_object *v;
+        return json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : 0;
+}
+
+static const char *fmt_usec(int64_t usec, char *buf, size_t size) {
+        time_t t = (time_t) (usec / 1000000);
+        struct tm tm;
+        if (usec <= 0 || !gmtime_r(&t, &tm))
+                return "-";
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        return buf;
+}
+
+static void print_json(struct json_object *o) {
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+}
+
+static int verb_status(void) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        struct json_object *o = NULL;
+        char b1[64], b2[64];
+        int r;
+
+        if (arg_state_dir || bus_open(&bus) < 0 || get_all(bus, BUS_PATH, BUS_IFACE_GATEWAY, &o, &e) < 0) {
+                if (!arg_state_dir && !arg_json)
+                        printf("(edgeprovd is not reachable on the bus; showing the state file)\n");
+                return status_from_file();
+        }
+        if (arg_json)
+                print_json(o);
+        else
+                printf("          State: %s\n"
+                       "Registration ID: %s\n"
+                       "      Device ID: %s\n"
+                       "   Assigned hub: %s\n"
+                       "      Substatus: %s\n"
+                       "    Attestation: %s\n"
+                       "     Last error: %s\n"
+                       "     Next retry: %s\n"
+                       " Provisioned at: %s\n"
+                       "        Devices: %" PRIi64 "\n",
+                       jstr(o, "State"), jstr(o, "RegistrationId"), *jstr(o, "DeviceId") ? jstr(o, "DeviceId") : "-",
+                       *jstr(o, "AssignedHub") ? jstr(o, "AssignedHub") : "-",
+                       *jstr(o, "Substatus") ? jstr(o, "Substatus") : "-", jstr(o, "Attestation"),
+                       *jstr(o, "LastError") ? jstr(o, "LastError") : "-", fmt_usec(jint(o, "NextRetry"), b1, sizeof(b1)),
+                       fmt_usec(jint(o, "ProvisionedAt"), b2, sizeof(b2)), jint(o, "DeviceCount"));
+        r = *jstr(o, "DeviceId") ? 0 : EXIT_NOT_PROVISIONED;
+        json_object_put(o);
+        return r;
+}
+
+/* All Device1 objects as a JSON array. */
+static int list_devices(sd_bus *bus, struct json_object **ret, sd_bus_error *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        struct json_object *arr;
+        int r;
+
+        r = sd_bus_call_method(bus, BUS_NAME, BUS_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", e,
+                               &reply, NULL);
+        if (r < 0)
+                return r;
+        arr = json_object_new_array();
+        if (!arr)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
+                const char *path;
+                r = sd_bus_message_read(reply, "o", &path);
+                if (r >= 0)
+                        r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
+                while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sa{sv}")) > 0) {
+                        const char *iface;
+                        r = sd_bus_message_read(reply, "s", &iface);
+                        if (r >= 0 && streq(iface, BUS_IFACE_DEVICE)) {
+                                struct json_object *o = json_object_new_object();
+                                json_object_object_add(o, "Path", json_object_new_string(path));
+                                r = read_props(reply, o);
+                                json_object_array_add(arr, o);
+                        } else if (r >= 0)
+                                r = sd_bus_message_skip(reply, "a{sv}");
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(reply);
+                }
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+        }
+        if (r < 0) {
+                json_object_put(arr);
+                return r;
+        }
+        *ret = arr;
+        return 0;
+}
+
+static int verb_devices(void) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        struct json_object *arr = NULL;
+        int r = connect_or_fail(&bus);
+        if (r < 0)
+                return -r;
+        r = list_devices(bus, &arr, &e);
+        if (r < 0)
+                return fail_bus("Cannot list the devices", &e, r);
+        size_t n = json_object_array_length(arr);
+        if (arg_json)
+                print_json(arr);
+        else {
+                unsigned counts[5] = {};
+                printf("%-32s %-12s %-32s %-28s %-8s %s\n", "REGISTRATION-ID", "STATE", "DEVICE-ID", "HUB", "ATTEMPTS",
+                       "LAST-ERROR");
+                for (size_t i = 0; i < n; i++) {
+                        struct json_object *o = json_object_array_get_idx(arr, i);
+                        const char *st = jstr(o, "State");
+                        printf("%-32s %-12s %-32s %-28s %-8" PRIi64 " %s\n", jstr(o, "RegistrationId"), st,
+                               *jstr(o, "DeviceId") ? jstr(o, "DeviceId") : "-",
+                               *jstr(o, "AssignedHub") ? jstr(o, "AssignedHub") : "-", jint(o, "Attempts"),
+                               jstr(o, "LastError"));
+                        counts[streq(st, "assigned") ? 0 : streq(st, "failed") ? 1 : 2]++;
+                }
+                printf("\n%zu device(s): %u assigned, %u failed, %u in progress.\n", n, counts[0], counts[1], counts[2]);
+        }
+        json_object_put(arr);
+        return 0;
+}
+
+static int device_path_for(const char *input, char **ret) {
+        _cleanup_free_ char *id = NULL;
+        const char *proto, *why = NULL;
+        int r = sensor_id_normalize(input, &id, &proto, &why);
+        if (r < 0) {
+                log_error("'%s': %s.", input, strna(why));
+                return -EXIT_USAGE;
+        }
+        r = sd_bus_path_encode(BUS_DEVICES_PATH, id, ret);
+        return r < 0 ? -EXIT_FAILURE : 0;
+}
+
+static int verb_device(const char *id) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *path = NULL;
+        struct json_object *o = NULL;
+        char b[64];
+        int r = device_path_for(id, &path);
+        if (r < 0)
+                return -r;
+        r = connect_or_fail(&bus);
+        if (r < 0)
+                return -r;
+        r = get_all(bus, path, BUS_IFACE_DEVICE, &o, &e);
+        if (r < 0)
+                return fail_bus(id, &e, r);
+        if (arg_json)
+                print_json(o);
+        else
+                printf("Registration ID: %s\n"
+                       "          State: %s\n"
+                       "      Device ID: %s\n"
+                       "   Assigned hub: %s\n"
+                       "       Attempts: %" PRIi64 "\n"
+                       "     Last error: %s\n"
+                       " Provisioned at: %s\n",
+                       jstr(o, "RegistrationId"), jstr(o, "State"), *jstr(o, "DeviceId") ? jstr(o, "DeviceId") : "-",
+                       *jstr(o, "AssignedHub") ? jstr(o, "AssignedHub") : "-", jint(o, "Attempts"),
+                       *jstr(o, "LastError") ? jstr(o, "LastError") : "-",
+                       fmt_usec(jint(o, "ProvisionedAt"), b, sizeof(b)));
+        json_object_put(o);
+        return 0;
+}
+
+static int new_register(sd_bus *bus, const char *id, char **keys, char **values, size_t n, sd_bus_message **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, BUS_PATH, BUS_IFACE_GATEWAY, "RegisterDevice");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", id);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = sd_bus_message_append(m, "{sv}", keys[i], "s", values[i]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static int call_register(sd_bus *bus, const char *id, char **keys, char **values, size_t n, char **ret_path,
+                         sd_bus_error *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *path;
+        int r;
+
+        r = new_register(bus, id, keys, values, n, &m);
+        if (r >= 0)
+                r = sd_bus_call(bus, m, 0, e, &reply);
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "o", &path);
+        if (r >= 0 && ret_path)
+                r = (*ret_path = strdup(path)) ? 0 : -ENOMEM;
+        return r;
+}
+
+static void progress(const char *what, size_t done, size_t total) {
+        char bar[41];
+        size_t fill = total ? done * 40 / total : 40;
+        if (!isatty(STDERR_FILENO) || arg_json)
+                return;
+        memset(bar, '#', fill);
+        memset(bar + fill, '.', 40 - fill);
+        bar[40] = 0;
+        fprintf(stderr, "\r%s [%s] %zu/%zu", what, bar, done, total);
+        if (done == total)
+                fputc('\n', stderr);
+        fflush(stderr);
+}
+
+/* Waits until every path in paths (NULL entries skipped) is assigned or failed. */
+static int wait_for_devices(sd_bus *bus, char **paths, size_t n) {
+        size_t wanted = 0;
+        for (size_t i = 0; i < n; i++)
+                wanted += !!paths[i];
+        for (;;) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                struct json_object *arr = NULL;
+                size_t done = 0, failed = 0;
+                int r = list_devices(bus, &arr, &e);
+                if (r < 0)
+                        return fail_bus("Cannot list the devices", &e, r);
+                /* both lists are small enough for a sort-free match at bulk-file sizes: index by path */
+                size_t m = json_object_array_length(arr);
+                for (size_t i = 0; i < m; i++) {
+                        struct json_object *o = json_object_array_get_idx(arr, i);
+                        const char *st = jstr(o, "State");
+                        if (!streq(st, "assigned") && !streq(st, "failed"))
+                                continue;
+                        for (size_t j = 0; j < n; j++)
+                                if (paths[j] && streq(paths[j], jstr(o, "Path"))) {
+                                        done++;
+                                        failed += streq(st, "failed");
+                                        break;
+                                }
+                }
+                json_object_put(arr);
+                progress("Provisioning", done, wanted);
+                if (done >= wanted) {
+                        if (!arg_json)
+                                printf("%zu assigned, %zu failed.\n", done - failed, failed);
+                        return failed ? EXIT_FAILURE : 0;
+                }
+                usleep(200 * 1000);
+        }
+}
+
+static int split_option(const char *kv, char **ret_k, char **ret_v) {
+        const char *eq = strchr(kv, '=');
+        if (!eq || eq == kv) {
+                log_error("--option takes KEY=VALUE, got '%s'.", kv);
+                return -EINVAL;
+        }
+        *ret_k = strndup(kv, (size_t) (eq - kv));
+        *ret_v = strdup(eq + 1);
+        return *ret_k && *ret_v ? 0 : -ENOMEM;
+}
+
+#define BULK_WINDOW 64
+
+typedef struct Bulk Bulk;
+typedef struct BulkSlot {
+        Bulk *bulk;
+        size_t index;
+} BulkSlot;
+struct Bulk {
+        SensorList *list;
+        char **paths;
+        BulkSlot *slots;        /* one per entry */
+        size_t outstanding, ok, bad, done;
+        int fatal;
+};
+
+static int on_register_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        BulkSlot *slot = userdata;
+        Bulk *b = slot->bulk;
+        size_t i = slot->index;
+        const char *path;
+
+        b->outstanding--;
+        b->done++;
+        if (sd_bus_message_is_method_error(m, NULL)) {
+                int code = fail_bus(b->list->entries[i].id, sd_bus_message_get_error(m), -EIO);
+                b->bad++;
+                if (code == EXIT_DENIED || code == EXIT_NO_DAEMON)
+                        b->fatal = code;
+        } else if (sd_bus_message_read(m, "o", &path) >= 0 && (b->paths[i] = strdup(path)))
+                b->ok++;
+        else
+                b->bad++;
+        progress("Registering", b->done, b->list->n);
+        return 0;
+}
+
+static int verb_register(int argc, char *argv[]) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r, ret = 0;
+
+        if ((arg_file && argc > 0) || (!arg_file && argc != 1)) {
+                log_error("register takes one ID, or --file FILE.");
+                return EXIT_USAGE;
+        }
+        if (!arg_file) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                char *keys[SENSOR_OPTIONS_MAX] = {}, *values[SENSOR_OPTIONS_MAX] = {};
+                _cleanup_free_ char *path = NULL;
+                if (arg_n_options > SENSOR_OPTIONS_MAX) {
+                        log_error("At most %d options.", SENSOR_OPTIONS_MAX);
+                        return EXIT_USAGE;
+                }
+                for (size_t i = 0; i < arg_n_options; i++)
+                        if (split_option(arg_options[i], &keys[i], &values[i]) < 0)
+                                ret = EXIT_USAGE;
+                if (ret == 0 && (r = connect_or_fail(&bus)) < 0)
+                        ret = -r;
+                if (ret == 0) {
+                        r = call_register(bus, argv[0], keys, values, arg_n_options, &path, &e);
+                        if (r < 0)
+                                ret = fail_bus(argv[0], &e, r);
+                }
+                for (size_t i = 0; i < arg_n_options; i++) {
+                        free(keys[i]);
+                        free(values[i]);
+                }
+                if (ret != 0)
+                        return ret;
+                if (!arg_json)
+                        printf("%s\n", path);
+                else
+                        printf("{\"path\": \"%s\"}\n", path);
+                return arg_wait ? wait_for_devices(bus, &path, 1) : 0;
+        }
+
+        _cleanup_free_ char *text = NULL, *err = NULL;
+        SensorList l = {};
+        size_t len = 0, ok = 0, bad = 0;
+        r = read_file_full(arg_file, SENSOR_FILE_MAX, &text, &len);
+        if (r < 0) {
+                log_error_errno(r, "Cannot read '%s': %m", arg_file);
+                return EXIT_FAILURE;
+        }
+        r = sensor_list_parse(text, len, &l, &err);
+        if (r < 0) {
+                log_error("%s: %s", arg_file, strna(err));
+                return EXIT_USAGE;
+        }
+        r = connect_or_fail(&bus);
+        if (r < 0) {
+                sensor_list_done(&l);
+                return -r;
+        }
+        char **paths = calloc(l.n + 1, sizeof(char *));
+        if (!paths) {
+                sensor_list_done(&l);
+                return log_oom(), EXIT_FAILURE;
+        }
+        /* pipelined: up to BULK_WINDOW calls in flight */
+        Bulk bulk = { .list = &l, .paths = paths, .slots = calloc(l.n + 1, sizeof(BulkSlot)) };
+        size_t next = 0;
+        if (!bulk.slots)
+                bulk.fatal = EXIT_FAILURE;
+        while ((next < l.n && bulk.fatal == 0) || bulk.outstanding > 0) {
+                while (next < l.n && bulk.fatal == 0 && bulk.outstanding < BULK_WINDOW) {
+                        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                        SensorEntry *x = &l.entries[next];
+                        bulk.slots[next] = (BulkSlot) { .bulk = &bulk, .index = next };
+                        r = new_register(bus, x->id, x->keys, x->values, x->n_options, &m);
+                        if (r >= 0)
+                                r = sd_bus_call_async(bus, NULL, m, on_register_reply, &bulk.slots[next], 0);
+                        if (r < 0) {
+                                log_error_errno(r, "Cannot send the request for '%s': %m", x->id);
+                                bulk.fatal = EXIT_NO_DAEMON;
+                                break;
+                        }
+                        bulk.outstanding++;
+                        next++;
+                }
+                r = sd_bus_process(bus, NULL);
+                if (r < 0) {
+                        log_error_errno(r, "Lost the bus: %m");
+                        bulk.fatal = EXIT_NO_DAEMON;
+                        break;
+                }
+                if (r == 0)
+                        (void) sd_bus_wait(bus, UINT64_MAX);
+        }
+        ok = bulk.ok;
+        bad = bulk.bad;
+        ret = bulk.fatal;
+        free(bulk.slots);
+        if (ret == 0) {
+                if (arg_json)
+                        printf("{\"submitted\": %zu, \"refused\": %zu}\n", ok, bad);
+                else
+                        printf("%zu sensor(s) submitted, %zu refused.\n", ok, bad);
+                if (arg_wait)
+                        ret = wait_for_devices(bus, paths, l.n);
+                if (ret == 0 && bad > 0)
+                        ret = EXIT_FAILURE;
+        }
+        for (size_t i = 0; i < l.n; i++)
+                free(paths[i]);
+        free(paths);
+        sensor_list_done(&l);
+        return ret;
+}
+
+static int verb_remove(const char *id) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r = connect_or_fail(&bus);
+        if (r < 0)
+                return -r;
+        r = sd_bus_call_method(bus, BUS_NAME, BUS_PATH, BUS_IFACE_GATEWAY, "RemoveDevice", &e, NULL, "s", id);
+        if (r < 0)
+                return fail_bus(id, &e, r);
+        return 0;
+}
+
+static int verb_reprovision(void) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r = connect_or_fail(&bus);
+        if (r < 0)
+                return -r;
+        r = sd_bus_call_method(bus, BUS_NAME, BUS_PATH, BUS_IFACE_GATEWAY, "Reprovision", &e, NULL, "s", arg_reason);
+        if (r < 0)
+                return fail_bus("Reprovision", &e, r);
+        if (!arg_json)
+                printf("Provisioning again.\n");
+        return 0;
+}
+
+/* ---- doctor --------------------------------------------------------------- */
+
+static unsigned doctor_failures;
+
+static void check(struct json_object *arr, const char *name, bool ok, const char *detail, const char *hint) {
+        if (!ok)
+                doctor_failures++;
+        if (arr) {
+                struct json_object *o = json_object_new_object();
+                json_object_object_add(o, "check", json_object_new_string(name));
+                json_object_object_add(o, "ok", json_object_new_boolean(ok));
+                json_object_object_add(o, "detail", json_object_new_string(detail));
+                if (!ok)
+                        json_object_object_add(o, "hint", json_object_new_string(hint));
+                json_object_array_add(arr, o);
+                return;
+        }
+        printf("%-5s %-14s %s\n", ok ? "OK" : "FAIL", name, detail);
+        if (!ok)
+                printf("      → %s\n", hint);
+}
+
+static bool tcp_reachable(const char *host, int port) {
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+        char ps[16];
+        bool ok = false;
+
+        snprintf(ps, sizeof(ps), "%d", port);
+        if (getaddrinfo(host, ps, &hints, &res) != 0)
+                return false;
+        for (struct addrinfo *a = res; a && !ok; a = a->ai_next) {
+                int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+                if (fd < 0)
+                        continue;
+                struct timeval tv = { .tv_sec = 5 };
+                (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+                ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+                close(fd);
+        }
+        freeaddrinfo(res);
+        return ok;
+}
+
+static int verb_doctor(void) {
+        _cleanup_free_ char *error = NULL, *dir = NULL, *key = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        struct json_object *arr = arg_json ? json_object_new_array() : NULL;
+        char detail[512];
+        Config c;
+        bool have_conf;
+        int r;
+
+        conf_init(&c);
+        r = conf_load(arg_config, &c, &error);
+        have_conf = r >= 0;
+        snprintf(detail, sizeof(detail), "%s: %s", arg_config, have_conf ? "valid" : strna(error));
+        check(arr, "config", have_conf, detail, "fix the file:line named above, then: edgeprovd --check-config");
+
+        if (have_conf) {
+                _cleanup_free_ char *kerr = NULL;
+                r = conf_read_key(&c, &key, &kerr);
+                key = erase_and_free(key);
+                snprintf(detail, sizeof(detail), "%s", r >= 0 ? "readable, not accessible to others" : strna(kerr));
+                check(arr, "key", r >= 0, detail,
+                      "provide the key with LoadCredential= or a 0600 file named by provisioning.attestation.key_file");
+        }
+
+        struct stat st;
+        bool tpm = stat("/dev/tpmrm0", &st) >= 0 && access("/dev/tpmrm0", R_OK | W_OK) >= 0;
+        snprintf(detail, sizeof(detail), "/dev/tpmrm0 %s", tpm ? "accessible" : "not accessible");
+        check(arr, "tpm", tpm || (have_conf && c.attestation == ATTESTATION_SYMMETRIC_KEY), detail,
+              "load the TPM driver (tpm_tis/tpm_crb) or add the service user to group tss; TPM attestation needs it");
+        /* The EK certificate lives in TPM NV; reading it needs the TPM stack, which edgeprovd owns. */
+
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        bool clock_ok = tm.tm_year + 1900 >= 2024;
+        strftime(detail, sizeof(detail), "system time %Y-%m-%dT%H:%M:%SZ", &tm);
+        check(arr, "clock", clock_ok, detail,
+              "SAS tokens carry an expiry: synchronise the clock (systemd-timesyncd, chrony) before provisioning");
+
+        if (have_conf) {
+                bool up = tcp_reachable(c.endpoint, c.port);
+                snprintf(detail, sizeof(detail), "%s:%d %s", c.endpoint, c.port, up ? "accepts TCP connections" : "unreachable");
+                check(arr, "service", up, detail,
+                      "check provisioning.endpoint/port, the network and firewalls; TLS is verified by edgeprovd "
+                      "against provisioning.ca_file");
+                if (c.ca_file) {
+                        bool ca = access(c.ca_file, R_OK) >= 0;
+                        snprintf(detail, sizeof(detail), "CA file %s %s", c.ca_file, ca ? "readable" : "not readable");
+                        check(arr, "tls", ca, detail, "install the service's CA certificate at provisioning.ca_file");
+                }
+        }
+
+        if (state_dir(&dir) >= 0) {
+                bool ok = stat(dir, &st) >= 0 && S_ISDIR(st.st_mode) && !(st.st_mode & 0007);
+                snprintf(detail, sizeof(detail), "%s %s", dir,
+                         ok ? "exists, not accessible to others" : "missing or accessible to others");
+                check(arr, "state", ok, detail,
+                      "systemd creates it with StateDirectory=edgeprov (mode 0700); by hand: install -d -m 0700 DIR");
+        }
+
+        r = bus_open(&bus);
+        bool running = false;
+        if (r >= 0) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                struct json_object *o = NULL;
+                running = get_all(bus, BUS_PATH, BUS_IFACE_GATEWAY, &o, &e) >= 0;
+                if (running) {
+                        snprintf(detail, sizeof(detail), "edgeprovd is %s", jstr(o, "State"));
+                        json_object_put(o);
+                }
+        }
+        if (!running)
+                snprintf(detail, sizeof(detail), "edgeprovd does not answer on the bus");
+        check(arr, "daemon", running, detail, "systemctl start edgeprovd; journalctl -u edgeprovd");
+
+        conf_done(&c);
+        if (arr) {
+                print_json(arr);
+                json_object_put(arr);
+        }
+        return doctor_failures ? EXIT_FAILURE : 0;
+}
+
 int main(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_JSON };
+        enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_JSON, ARG_BUS_ADDRESS, ARG_WAIT, ARG_REASON };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "config", required_argument, NULL, 'c' },
                 { "state-dir", required_argument, NULL, ARG_STATE_DIR },
+                { "bus-address", required_argument, NULL, ARG_BUS_ADDRESS },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "option", required_argument, NULL, 'o' },
+                { "file", required_argument, NULL, 'f' },
+                { "wait", no_argument, NULL, ARG_WAIT },
+                { "reason", required_argument, NULL, ARG_REASON },
                 {},
         };
+        const char *verb;
         int c, r;
 
         log_setup("edgeprovctl");
         log_set_target(LOG_TARGET_CONSOLE);
-        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hc:o:f:", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
@@ -116,17 +854,52 @@ int main(int argc, char *argv[]) {
                 case ARG_STATE_DIR:
                         arg_state_dir = optarg;
                         break;
+                case ARG_BUS_ADDRESS:
+                        arg_bus_address = optarg;
+                        break;
                 case ARG_JSON:
                         arg_json = true;
                         break;
-                default:
-                        return EXIT_FAILURE;
+                case 'o': {
+                        char **n = realloc(arg_options, (arg_n_options + 1) * sizeof(char *));
+                        if (!n)
+                                return EXIT_FAILURE;
+                        arg_options = n;
+                        arg_options[arg_n_options++] = optarg;
+                        break;
                 }
-        if (optind >= argc || streq(argv[optind], "status"))
-                r = status();
+                case 'f':
+                        arg_file = optarg;
+                        break;
+                case ARG_WAIT:
+                        arg_wait = true;
+                        break;
+                case ARG_REASON:
+                        arg_reason = optarg;
+                        break;
+                default:
+                        return EXIT_USAGE;
+                }
+        verb = optind < argc ? argv[optind++] : "status";
+        int nargs = argc - optind;
+        if (streq(verb, "status") && nargs == 0)
+                r = verb_status();
+        else if (streq(verb, "devices") && nargs == 0)
+                r = verb_devices();
+        else if (streq(verb, "device") && nargs == 1)
+                r = verb_device(argv[optind]);
+        else if (streq(verb, "register"))
+                r = verb_register(nargs, argv + optind);
+        else if (streq(verb, "remove") && nargs == 1)
+                r = verb_remove(argv[optind]);
+        else if (streq(verb, "reprovision") && nargs == 0)
+                r = verb_reprovision();
+        else if (streq(verb, "doctor") && nargs == 0)
+                r = verb_doctor();
         else {
-                log_error("Unknown command '%s'. See --help.", argv[optind]);
-                return EXIT_FAILURE;
+                log_error("Unknown command or wrong arguments: '%s'. See --help.", verb);
+                r = EXIT_USAGE;
         }
+        free(arg_options);
         return r < 0 ? EXIT_FAILURE : r;
 }

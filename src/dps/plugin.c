@@ -5,6 +5,12 @@
  *   plugin_opt_data_file /var/lib/edgeprov-dps/data.json   (required)
  *   plugin_opt_id_scope 0ne00000A0A                         (optional, overrides the file's)
  *   plugin_opt_retry_after 3                                (seconds, 1..300)
+ *   plugin_opt_admin_username dps-admin                      (optional: the admin API identity)
+ *   plugin_opt_admin_password_file /etc/edgeprov/dps-admin.password
+ *                          (the admin's password; the first line of the file)
+ *   plugin_opt_registrations_per_minute 1000                (0, the default: no limit; 429 beyond)
+ *   plugin_opt_registrations_db /var/lib/edgeprov-dps/registrations.db
+ *                          (optional: durable registration records, SQLite WAL; see store.h)
  *
  * Connections whose username is a DPS username ({scope}/registrations/{id}/api-version=...)
  * are ours.  They are accepted even with a bad SAS token, so that the device gets a clear 401
@@ -32,19 +38,58 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <openssl/crypto.h>
 
+#include "dps/admin.h"
 #include "dps/service.h"
 #include "edgeprov/dps.h"
+#include "edgeprov/fileio.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 
 #define DPS_TOPIC_PREFIX "$dps/"
 #define DPS_REQUEST_NAMESPACE "$dps/registrations/"
 
+#define ADMIN_CONNECTIONS_MAX 16
+
 typedef struct Plugin {
         mosquitto_plugin_id_t *id;
         DpsService *service;
+        char *admin_username;
+        char *admin_password;      /* wiped on free */
+        const void *admins[ADMIN_CONNECTIONS_MAX]; /* connections authenticated as the admin */
 } Plugin;
+
+static bool is_admin(const Plugin *p, const void *client) {
+        for (size_t i = 0; i < ADMIN_CONNECTIONS_MAX; i++)
+                if (client && p->admins[i] == client)
+                        return true;
+        return false;
+}
+
+static void admin_forget(Plugin *p, const void *client) {
+        for (size_t i = 0; i < ADMIN_CONNECTIONS_MAX; i++)
+                if (p->admins[i] == client)
+                        p->admins[i] = NULL;
+}
+
+/* The admin identity: username and password (constant-time compare); at most
+ * ADMIN_CONNECTIONS_MAX admin connections at a time. */
+static int admin_auth(Plugin *p, const void *client, const char *password) {
+        admin_forget(p, client);
+        if (!p->admin_password || !password || strlen(password) != strlen(p->admin_password) ||
+            CRYPTO_memcmp(password, p->admin_password, strlen(password)) != 0) {
+                log_warning("Admin connection refused: wrong password.");
+                return MOSQ_ERR_AUTH;
+        }
+        for (size_t i = 0; i < ADMIN_CONNECTIONS_MAX; i++)
+                if (!p->admins[i]) {
+                        p->admins[i] = client;
+                        return MOSQ_ERR_SUCCESS;
+                }
+        log_warning("Admin connection refused: %d admin connections already.", ADMIN_CONNECTIONS_MAX);
+        return MOSQ_ERR_AUTH;
+}
 
 /* The broker loads one instance; the log sink has no userdata, hence no state is needed there. */
 static void log_to_mosquitto(int level, const char *message) {
@@ -74,6 +119,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
 
         if (!ed->username)
                 return MOSQ_ERR_PLUGIN_DEFER;
+        if (p->admin_username && streq(ed->username, p->admin_username))
+                return admin_auth(p, ed->client, ed->password);
 
         const char *password = ed->password;
         r = dps_service_connect(p->service, ed->client, mosquitto_client_id(ed->client), ed->username, password,
@@ -101,6 +148,13 @@ static bool filter_is_response(const char *topic) {
 static int on_acl_check(int event, void *event_data, void *userdata) {
         struct mosquitto_evt_acl_check *ed = event_data;
         Plugin *p = userdata;
+
+        if (ed->topic && (streq(ed->topic, DPS_ADMIN_TOPIC) || streq(ed->topic, DPS_ADMIN_RESPONSE_TOPIC)))
+                /* the admin API: requests and (targeted) responses, for the admin only */
+                return is_admin(p, ed->client) && ed->access != MOSQ_ACL_READ ? MOSQ_ERR_SUCCESS
+                                                                                 : MOSQ_ERR_ACL_DENIED;
+        if (is_admin(p, ed->client))
+                return MOSQ_ERR_ACL_DENIED; /* the admin identity is for the admin API only */
 
         if (!dps_service_get_client(p->service, ed->client))
                 /* Not ours: keep everybody else away from $dps/ entirely, decide nothing else. */
@@ -161,10 +215,37 @@ static int on_message(int event, void *event_data, void *userdata) {
         return MOSQ_ERR_ACL_DENIED;
 }
 
+/* $CONTROL/edgeprov-dps/v1: only the broker's control path gets here (MESSAGE is not called
+ * for $CONTROL topics), after the ACL check let only the admin publish. */
+static int on_control(int event, void *event_data, void *userdata) {
+        struct mosquitto_evt_control *ed = event_data;
+        _cleanup_free_ char *out = NULL;
+        Plugin *p = userdata;
+        size_t out_len = 0;
+        int r;
+
+        const char *client_id = mosquitto_client_id(ed->client);
+        if (!is_admin(p, ed->client) || !client_id)
+                return MOSQ_ERR_ACL_DENIED;
+
+        r = dps_admin_handle(p->service, ed->payload, ed->payloadlen, &out, &out_len);
+        if (r < 0) {
+                log_error_errno(r, "Failed to answer an admin request: %m");
+                return MOSQ_ERR_NOMEM;
+        }
+        if (out_len > INT_MAX)
+                return MOSQ_ERR_NOMEM;
+        r = mosquitto_broker_publish_copy(client_id, DPS_ADMIN_RESPONSE_TOPIC, (int) out_len, out, 1, false, NULL);
+        if (r != MOSQ_ERR_SUCCESS)
+                log_error("Failed to publish the admin response: %s", mosquitto_strerror(r));
+        return MOSQ_ERR_SUCCESS;
+}
+
 static int on_disconnect(int event, void *event_data, void *userdata) {
         struct mosquitto_evt_disconnect *ed = event_data;
         Plugin *p = userdata;
 
+        admin_forget(p, ed->client);
         dps_service_disconnect(p->service, ed->client);
         return MOSQ_ERR_SUCCESS;
 }
@@ -206,6 +287,11 @@ static Plugin *plugin_free(Plugin *p) {
         if (!p)
                 return NULL;
         dps_service_free(p->service);
+        free(p->admin_username);
+        if (p->admin_password) {
+                explicit_bzero(p->admin_password, strlen(p->admin_password));
+                free(p->admin_password);
+        }
         free(p);
         return NULL;
 }
@@ -228,8 +314,9 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *options,
                           int option_count) {
         _cleanup_free_ char *msg = NULL;
-        const char *data_file = NULL, *id_scope = NULL;
-        unsigned retry_after = DPS_RETRY_AFTER_DEFAULT;
+        const char *data_file = NULL, *id_scope = NULL, *registrations_db = NULL, *admin_username = NULL,
+                   *admin_password_file = NULL;
+        unsigned retry_after = DPS_RETRY_AFTER_DEFAULT, per_minute = 0;
         Plugin *p;
         int r;
 
@@ -244,6 +331,19 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                         data_file = v;
                 else if (streq(k, "id_scope"))
                         id_scope = v;
+                else if (streq(k, "registrations_db"))
+                        registrations_db = v;
+                else if (streq(k, "admin_username"))
+                        admin_username = v;
+                else if (streq(k, "admin_password_file"))
+                        admin_password_file = v;
+                else if (streq(k, "registrations_per_minute")) {
+                        if (parse_unsigned(v, 0, 1000000, &per_minute) < 0) {
+                                log_error("plugin_opt_registrations_per_minute: '%s' is not a number in 0..1000000.",
+                                          strna(v));
+                                return MOSQ_ERR_INVAL;
+                        }
+                }
                 else if (streq(k, "retry_after")) {
                         if (parse_unsigned(v, 1, DPS_RETRY_AFTER_MAX, &retry_after) < 0) {
                                 log_error("plugin_opt_retry_after: '%s' is not a number of seconds in 1..%d.",
@@ -279,6 +379,37 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                 return MOSQ_ERR_NOMEM;
         }
 
+        if (!isempty(admin_username)) {
+                if (isempty(admin_password_file)) {
+                        log_error("plugin_opt_admin_username needs plugin_opt_admin_password_file.");
+                        plugin_free(p);
+                        return MOSQ_ERR_INVAL;
+                }
+                p->admin_username = strdup(admin_username);
+                r = read_secret_file(admin_password_file, 4096, &p->admin_password);
+                if (r >= 0)
+                        p->admin_password[strcspn(p->admin_password, "\r\n")] = 0;
+                if (!p->admin_username || r < 0 || isempty(p->admin_password)) {
+                        log_error("Failed to read plugin_opt_admin_password_file %s: %s", admin_password_file,
+                                  r < 0 ? strerror(-r) : "empty");
+                        plugin_free(p);
+                        return MOSQ_ERR_INVAL;
+                }
+        }
+
+        DpsServiceLimits limits = DPS_LIMITS_DEFAULT;
+        limits.registrations_per_minute = per_minute;
+        dps_service_set_limits(p->service, &limits);
+
+        if (!isempty(registrations_db)) {
+                r = dps_service_open_store(p->service, registrations_db, &msg);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to open the registration records: %s", msg ?: strerror(-r));
+                        plugin_free(p);
+                        return MOSQ_ERR_INVAL;
+                }
+        }
+
         r = dps_service_load(p->service, data_file, &msg);
         if (r < 0) {
                 log_error_errno(r, "Failed to load the enrollment data: %s", msg ?: strerror(-r));
@@ -299,6 +430,19 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                 }
         }
 
+        if (p->admin_username) {
+                r = mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, on_control, DPS_ADMIN_TOPIC, p);
+                if (r != MOSQ_ERR_SUCCESS) {
+                        log_error("Failed to register %s: %s", DPS_ADMIN_TOPIC, mosquitto_strerror(r));
+                        for (size_t j = 0; j < ELEMENTSOF(callbacks); j++)
+                                (void) mosquitto_callback_unregister(identifier, callbacks[j].event,
+                                                                     callbacks[j].cb, NULL);
+                        plugin_free(p);
+                        return r;
+                }
+                log_info("Admin API on %s for user '%s'.", DPS_ADMIN_TOPIC, p->admin_username);
+        }
+
         const DpsData *d = dps_service_get_data(p->service);
         log_info("Serving ID scope '%s' from %s: %zu linked hubs, %zu individual enrollments, %zu enrollment groups, "
                  "retry-after %us.",
@@ -316,6 +460,8 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
                 return MOSQ_ERR_SUCCESS;
         for (size_t i = 0; i < ELEMENTSOF(callbacks); i++)
                 (void) mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb, NULL);
+        if (p->admin_username)
+                (void) mosquitto_callback_unregister(p->id, MOSQ_EVT_CONTROL, on_control, DPS_ADMIN_TOPIC);
         plugin_free(p);
         log_set_sink(NULL);
         return MOSQ_ERR_SUCCESS;

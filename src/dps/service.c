@@ -14,12 +14,14 @@
 
 #include "dps/datafile.h"
 #include "dps/service.h"
+#include "dps/store.h"
 #include "edgeprov/codec.h"
 #include "edgeprov/dps.h"
 #include "edgeprov/json-util.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 #include "edgeprov/sas.h"
+#include "dps/attest-tpm.h"
 
 #define USEC_PER_SEC UINT64_C(1000000)
 #define RELOAD_CHECK_INTERVAL_USEC USEC_PER_SEC
@@ -31,6 +33,9 @@ typedef struct DpsRegistration {
         char *device_id;
         char *assigned_hub;
         char *enrollment_group_id;
+        char *initial_hub;         /* of the first assignment */
+        char *substatus;           /* NULL unless assigned */
+        char *initial_twin;        /* JSON, or NULL */
         DpsStatus status;
         uint64_t created_usec;
         uint64_t last_updated_usec;
@@ -59,6 +64,8 @@ typedef enum DpsAuth {
         DPS_AUTH_NO_GROUP_MATCH,
         DPS_AUTH_UNSUPPORTED_ATTESTATION,
         DPS_AUTH_INTERNAL,
+        DPS_AUTH_TPM_CHALLENGE,    /* TPM enrollment, no password: a register gets the 401 challenge */
+        DPS_AUTH_TPM_NO_CHALLENGE, /* TPM enrollment, a password but no key issued (any more) */
         _DPS_AUTH_MAX,
 } DpsAuth;
 
@@ -74,6 +81,11 @@ static const char *const auth_message_table[_DPS_AUTH_MAX] = {
                 "Unauthorized: no individual enrollment, and the SAS token matches no enrollment group",
         [DPS_AUTH_UNSUPPORTED_ATTESTATION] = "Unauthorized: the enrollment's attestation type is not supported over MQTT",
         [DPS_AUTH_INTERNAL] = "Internal error",
+        [DPS_AUTH_TPM_CHALLENGE] = "Unauthorized: TPM attestation, register with tpm.endorsementKey and "
+                                   "tpm.storageRootKey to get the challenge",
+        [DPS_AUTH_TPM_NO_CHALLENGE] = "Unauthorized: no TPM challenge is outstanding for this registration (never "
+                                      "issued, expired, replaced or already used); connect without a password and "
+                                      "register again",
 };
 
 struct DpsClient {
@@ -99,6 +111,9 @@ struct DpsService {
         uint64_t last_reload_check_usec;
 
         char *id_scope_override;
+        DpsStore *store;           /* durable registration records, or NULL: in memory only */
+        uint64_t rate_budget_usec; /* registration rate limit (token bucket) */
+        uint64_t rate_last_usec;
         unsigned retry_after;
         DpsServiceLimits limits;
         DpsClockFunc clock;
@@ -112,6 +127,7 @@ struct DpsService {
         size_t n_operations;
         size_t operation_bytes;
         TAILQ_HEAD(, DpsOperation) operation_queue; /* oldest first */
+        DpsTpmKeys *tpm_keys;      /* issued TPM challenge keys (src/dps/attest-tpm.c) */
 };
 
 /* ---- small helpers -------------------------------------------------------------------- */
@@ -276,6 +292,9 @@ static void registration_free(void *p) {
         free(r->device_id);
         free(r->assigned_hub);
         free(r->enrollment_group_id);
+        free(r->initial_hub);
+        free(r->substatus);
+        free(r->initial_twin);
         free(r);
 }
 
@@ -326,6 +345,10 @@ int dps_service_new(DpsService **ret) {
         s->limits = DPS_LIMITS_DEFAULT;
         s->generation = 1;
         TAILQ_INIT(&s->operation_queue);
+        if (dps_tpm_keys_new(&s->tpm_keys) < 0) {
+                free(s);
+                return -ENOMEM;
+        }
 
         *ret = s;
         return 0;
@@ -342,6 +365,8 @@ DpsService *dps_service_free(DpsService *s) {
         tdestroy(s->registrations, registration_free);
         tdestroy(s->clients, client_free_void);
         dps_data_free(s->data);
+        dps_tpm_keys_free(s->tpm_keys);
+        dps_store_free(s->store);
         free(s->data_path);
         free(s->id_scope_override);
         free(s);
@@ -448,6 +473,24 @@ int dps_service_set_id_scope(DpsService *s, const char *id_scope) {
         return 0;
 }
 
+int dps_service_open_store(DpsService *s, const char *path, char **reterr_message) {
+        DpsStore *st = NULL;
+        int r;
+
+        if (!s || !path)
+                return -EINVAL;
+        r = dps_store_open(path, &st, reterr_message);
+        if (r < 0)
+                return r;
+        dps_store_free(s->store);
+        s->store = st;
+        return 0;
+}
+
+DpsStore *dps_service_get_store(const DpsService *s) {
+        return s ? s->store : NULL;
+}
+
 const char *dps_service_get_id_scope(const DpsService *s) {
         return s ? service_id_scope(s) : NULL;
 }
@@ -539,6 +582,38 @@ static int verify_enrollment(const SasToken *t, const DpsEnrollment *e, const ch
         return best;
 }
 
+/* TPM individual enrollment (src/dps/attest-tpm.c): no password → the challenge; otherwise a
+ * SAS token signed with the key issued by the last challenge. */
+static void client_authenticate_tpm(DpsClient *c, const DpsEnrollment *ind, uint64_t now) {
+        _cleanup_free_ char *resource = NULL;
+        uint64_t expiry = 0;
+        int r;
+
+        if (!c->password || c->password_len == 0) {
+                c->auth = DPS_AUTH_TPM_CHALLENGE;
+                return;
+        }
+        if (asprintf(&resource, "%s/registrations/%s", strempty(service_id_scope(c->service)), c->registration_id) <
+            0) {
+                resource = NULL;
+                c->auth = DPS_AUTH_INTERNAL;
+                return;
+        }
+        r = dps_tpm_verify(c->service->tpm_keys, c->registration_id, c->password, c->password_len, resource, now,
+                           &expiry);
+        c->auth = r == 0 ? DPS_AUTH_OK
+                : r == -ENOKEY ? DPS_AUTH_TPM_NO_CHALLENGE
+                : r == -EBADMSG ? DPS_AUTH_MALFORMED_TOKEN
+                : r == -EBADR ? DPS_AUTH_WRONG_RESOURCE
+                : r == -EKEYEXPIRED ? DPS_AUTH_EXPIRED
+                : r == -EKEYREJECTED ? DPS_AUTH_BAD_SIGNATURE
+                : DPS_AUTH_INTERNAL;
+        if (r == 0) {
+                c->enrollment = ind;
+                c->expiry = expiry;
+        }
+}
+
 static void client_authenticate(DpsClient *c, uint64_t now) {
         _cleanup_(sas_token_done) SasToken t = {};
         _cleanup_free_ char *resource = NULL;
@@ -559,6 +634,10 @@ static void client_authenticate(DpsClient *c, uint64_t now) {
 
         if (!ind && !have_groups) {
                 c->auth = DPS_AUTH_NOT_ENROLLED;
+                return;
+        }
+        if (ind && ind->attestation == DPS_ATTESTATION_TPM) {
+                client_authenticate_tpm(c, ind, now);
                 return;
         }
         if (ind && ind->attestation != DPS_ATTESTATION_SYMMETRIC_KEY) {
@@ -911,6 +990,8 @@ static int reply_auth_error(DpsClient *c, const char *rid, DpsAuth auth, DpsRepl
         case DPS_AUTH_EXPIRED:
         case DPS_AUTH_BAD_SIGNATURE:
         case DPS_AUTH_NO_GROUP_MATCH:
+        case DPS_AUTH_TPM_CHALLENGE:
+        case DPS_AUTH_TPM_NO_CHALLENGE:
         case DPS_AUTH_OK:
         case _DPS_AUTH_MAX:
                 break;
@@ -985,7 +1066,7 @@ static int build_result(const char *operation_id, const DpsRegistration *reg, co
         if (json_add_string(st, "status", dps_status_to_string(reg->status)) < 0)
                 return -ENOMEM;
         if (reg->status == DPS_STATUS_ASSIGNED) {
-                if (json_add_string(st, "substatus", "initialAssignment") < 0)
+                if (json_add_string(st, "substatus", reg->substatus ?: "initialAssignment") < 0)
                         return -ENOMEM;
         } else {
                 if (json_add(st, "errorCode", json_object_new_int64(error_code)) < 0 ||
@@ -1020,15 +1101,194 @@ static int build_result(const char *operation_id, const DpsRegistration *reg, co
         return json_to_string(o, ret, ret_len);
 }
 
-static int string_replace(char **dst, const char *src) {
-        char *c = NULL;
-        if (src) {
-                c = strdup(src);
-                if (!c)
-                        return -ENOMEM;
+/* A token bucket of limits.registrations_per_minute tokens, refilled continuously: 0 when a
+ * registration may go ahead (and takes its token), else the seconds until the next token
+ * (the retry-after of the 429). */
+static int rate_limit_take(DpsService *s, uint64_t now) {
+        unsigned rate = s->limits.registrations_per_minute;
+
+        if (rate == 0)
+                return 0;
+        /* tokens in µs-of-a-token units: one token = 60 s / rate */
+        uint64_t per_token = 60 * USEC_PER_SEC / rate, cap = per_token * rate;
+        if (s->rate_last_usec == 0 || now < s->rate_last_usec)
+                s->rate_budget_usec = cap;
+        else
+                s->rate_budget_usec = MIN(cap, s->rate_budget_usec + (now - s->rate_last_usec));
+        s->rate_last_usec = now;
+        if (s->rate_budget_usec >= per_token) {
+                s->rate_budget_usec -= per_token;
+                return 0;
         }
+        uint64_t missing = per_token - s->rate_budget_usec;
+        return (int) MIN((missing + USEC_PER_SEC - 1) / USEC_PER_SEC, (uint64_t) DPS_RETRY_AFTER_MAX);
+}
+
+static const char *substatus_for(const DpsRegistration *reg) {
+        return reg->substatus ?: "initialAssignment";
+}
+
+/* reprovisionPolicy of the enrollment (§7.4); both default to true. */
+static void reprovision_policy(const DpsEnrollment *e, bool *ret_update, bool *ret_migrate) {
+        struct json_object *p = NULL, *v = NULL;
+
+        *ret_update = *ret_migrate = true;
+        if (!e->json || !json_object_object_get_ex(e->json, "reprovisionPolicy", &p) ||
+            !json_object_is_type(p, json_type_object))
+                return;
+        if (json_object_object_get_ex(p, "updateHubAssignment", &v) && json_object_is_type(v, json_type_boolean))
+                *ret_update = json_object_get_boolean(v);
+        if (json_object_object_get_ex(p, "migrateDeviceData", &v) && json_object_is_type(v, json_type_boolean))
+                *ret_migrate = json_object_get_boolean(v);
+}
+
+/* The enrollment's initialTwin as JSON text (NULL when it has none). */
+static int enrollment_twin(const DpsEnrollment *e, char **ret) {
+        struct json_object *t = NULL;
+        size_t l;
+
+        *ret = NULL;
+        if (!e->json || !json_object_object_get_ex(e->json, "initialTwin", &t) || !t ||
+            !json_object_is_type(t, json_type_object))
+                return 0;
+        return json_to_string(t, ret, &l);
+}
+
+/* Loads the durable record of reg (if any) over the in-memory one: another process (the admin
+ * tool) may have deleted or changed it, and after a restart only the store knows it. */
+static int registration_refresh(DpsService *s, DpsRegistration *reg) {
+        _cleanup_(dps_record_done) DpsRecord rec = {};
+        int r;
+
+        if (!s->store)
+                return 0;
+        r = dps_store_get(s->store, reg->registration_id, &rec);
+        if (r == -ENOENT) {
+                /* deleted (or never stored): the next assignment is an initial one */
+                free(reg->assigned_hub);
+                free(reg->initial_hub);
+                free(reg->substatus);
+                free(reg->initial_twin);
+                reg->assigned_hub = reg->initial_hub = reg->substatus = reg->initial_twin = NULL;
+                reg->created_usec = 0;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        free(reg->assigned_hub);
+        free(reg->initial_hub);
+        free(reg->substatus);
+        free(reg->initial_twin);
+        free(reg->device_id);
+        reg->assigned_hub = TAKE_PTR(rec.assigned_hub);
+        reg->initial_hub = TAKE_PTR(rec.initial_hub);
+        reg->substatus = TAKE_PTR(rec.substatus);
+        reg->initial_twin = TAKE_PTR(rec.initial_twin);
+        reg->device_id = TAKE_PTR(rec.device_id);
+        reg->created_usec = rec.created_usec;
+        return 0;
+}
+
+static int take_string(char **dst, char *src) {
         free(*dst);
-        *dst = c;
+        *dst = src;
+        return 0;
+}
+
+/* Applies one registration's outcome to its record, following the enrollment's reprovision
+ * policy (dps-protocol.md §2.7, §7.4), and stores it durably when there is a store:
+ *   first assignment                          → initialAssignment, the enrollment's initialTwin
+ *   updateHubAssignment false                 → stays on its hub, record unchanged
+ *   same hub, migrateDeviceData true          → unchanged (substatus and twin kept)
+ *   same hub, migrateDeviceData false         → deviceDataReset, the enrollment's initialTwin
+ *   other hub, back on the first one         → reprovisionedToInitialAssignment
+ *   other hub, migrateDeviceData true         → deviceDataMigrated, twin kept
+ *   other hub, migrateDeviceData false        → deviceDataReset, the enrollment's initialTwin
+ * A failed or disabled outcome keeps the last assignment (hub, device id, twin) in the record.
+ * On failure reg is left as it was (the caller answers 503). */
+static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnrollment *e, DpsStatus status,
+                               const char *device_id, const char *hub, int64_t error_code,
+                               const char *error_message, const char *etag, uint64_t now) {
+        _cleanup_free_ char *n_hub = NULL, *n_initial = NULL, *n_substatus = NULL, *n_twin = NULL, *n_dev = NULL,
+                            *n_group = NULL;
+        const char *substatus = NULL;
+        bool update, migrate, keep_twin = true;
+        int r;
+
+        r = registration_refresh(s, reg);
+        if (r < 0)
+                return r;
+        reprovision_policy(e, &update, &migrate);
+
+        const char *prev_hub = reg->assigned_hub;
+        if (status != DPS_STATUS_ASSIGNED) {
+                hub = prev_hub;
+                device_id = reg->device_id;
+                substatus = reg->substatus;
+        } else if (!prev_hub) {
+                substatus = "initialAssignment";
+                keep_twin = false;
+        } else if (!update) {
+                hub = prev_hub;
+                substatus = substatus_for(reg);
+        } else if (strcaseeq(hub, prev_hub)) {
+                substatus = migrate ? substatus_for(reg) : "deviceDataReset";
+                keep_twin = migrate;
+        } else if (reg->initial_hub && strcaseeq(hub, reg->initial_hub)) {
+                substatus = "reprovisionedToInitialAssignment";
+                keep_twin = migrate;
+        } else {
+                substatus = migrate ? "deviceDataMigrated" : "deviceDataReset";
+                keep_twin = migrate;
+        }
+
+        if ((hub && !(n_hub = strdup(hub))) || (substatus && !(n_substatus = strdup(substatus))) ||
+            (device_id && !(n_dev = strdup(device_id))) ||
+            (e->enrollment_group_id && !(n_group = strdup(e->enrollment_group_id))))
+                return -ENOMEM;
+        const char *initial = reg->initial_hub ?: (status == DPS_STATUS_ASSIGNED ? hub : NULL);
+        if (initial && !(n_initial = strdup(initial)))
+                return -ENOMEM;
+        if (keep_twin) {
+                if (reg->initial_twin && !(n_twin = strdup(reg->initial_twin)))
+                        return -ENOMEM;
+        } else {
+                r = enrollment_twin(e, &n_twin);
+                if (r < 0)
+                        return r;
+        }
+        uint64_t created = reg->created_usec ?: now;
+
+        if (s->store) {
+                DpsRecord rec = {
+                        .registration_id = reg->registration_id,
+                        .device_id = n_dev,
+                        .assigned_hub = n_hub,
+                        .initial_hub = n_initial,
+                        .enrollment_group_id = n_group,
+                        .status = (char *) dps_status_to_string(status),
+                        .substatus = n_substatus,
+                        .etag = (char *) etag,
+                        .initial_twin = n_twin,
+                        .error_code = status == DPS_STATUS_ASSIGNED ? 0 : error_code,
+                        .error_message = status == DPS_STATUS_ASSIGNED ? NULL : (char *) error_message,
+                        .created_usec = created,
+                        .updated_usec = now,
+                };
+                r = dps_store_put(s->store, &rec);
+                if (r < 0)
+                        return r;
+        }
+
+        take_string(&reg->assigned_hub, TAKE_PTR(n_hub));
+        take_string(&reg->initial_hub, TAKE_PTR(n_initial));
+        take_string(&reg->substatus, TAKE_PTR(n_substatus));
+        take_string(&reg->initial_twin, TAKE_PTR(n_twin));
+        take_string(&reg->device_id, TAKE_PTR(n_dev));
+        take_string(&reg->enrollment_group_id, TAKE_PTR(n_group));
+        reg->status = status;
+        reg->created_usec = created;
+        reg->last_updated_usec = now;
         return 0;
 }
 
@@ -1078,6 +1338,11 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
         }
 
         /* capacity */
+        int wait = rate_limit_take(s, now);
+        if (wait > 0)
+                return reply_error(s, rid, 429, DPS_ERROR_THROTTLED, wait, ret,
+                                   "Too many registrations: at most %u a minute, retry after %d s",
+                                   s->limits.registrations_per_minute, wait);
         operations_purge_expired(s, now);
         DpsRegistration *reg = registration_find(s, c->registration_id);
         if (!reg && s->n_registrations >= s->limits.max_registrations)
@@ -1101,15 +1366,6 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
                 reg->created_usec = now;
         }
 
-        /* the registration record */
-        const char *device_id = e->enrollment_group_id ? c->registration_id : (e->device_id ?: c->registration_id);
-        if (string_replace(&reg->device_id, status == DPS_STATUS_ASSIGNED ? device_id : NULL) < 0 ||
-            string_replace(&reg->assigned_hub, hub) < 0 ||
-            string_replace(&reg->enrollment_group_id, e->enrollment_group_id) < 0)
-                return -ENOMEM;
-        reg->status = status;
-        reg->last_updated_usec = now;
-
         r = new_operation_id(&op_id);
         if (r == -ENOMEM)
                 return r;
@@ -1119,6 +1375,16 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
                 return r;
         if (r < 0)
                 return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+
+        /* the registration record, following the reprovision policy */
+        const char *device_id = e->enrollment_group_id ? c->registration_id : (e->device_id ?: c->registration_id);
+        r = registration_update(s, reg, e, status, device_id, hub, error_code, error_message, etag, now);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return reply_error(s, rid, 503, DPS_ERROR_STORE, (int) s->retry_after, ret,
+                                   "The registration could not be recorded, retry later");
+        hub = reg->assigned_hub;
 
         r = build_result(op_id, reg, etag, req.payload_json, error_code, error_message, &body, &body_len);
         if (r == -ENOMEM)
@@ -1166,6 +1432,10 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
         while (reg->n_operations > s->limits.max_operations_per_registration)
                 operation_remove(s, TAILQ_FIRST(&reg->operations));
 
+        /* a TPM challenge key answers one registration: a replayed token is refused */
+        if (e->attestation == DPS_ATTESTATION_TPM)
+                dps_tpm_forget(s->tpm_keys, c->registration_id);
+
         if (status == DPS_STATUS_ASSIGNED)
                 log_info("Registration '%s' assigned to hub '%s' as device '%s' (%s '%s', operation %s).",
                          reg->registration_id, hub, reg->device_id,
@@ -1205,6 +1475,49 @@ static int handle_poll(DpsClient *c, const char *rid, const char *operation_id, 
         return 0;
 }
 
+/* A register of a TPM enrollment without a password: 401 with the authenticationKey. */
+static int handle_tpm_challenge(DpsClient *c, const char *rid, const void *payload, size_t len, uint64_t now,
+                                DpsReply *ret) {
+        _cleanup_(dps_register_request_done) DpsRegisterRequest req = {};
+        DpsService *s = c->service;
+        const DpsEnrollment *e = dps_data_find_individual(s->data, c->registration_id);
+        const char *message = NULL;
+        DpsReply reply = { .status = 401 };
+        int r;
+
+        if (len > DPS_BODY_MAX)
+                return reply_error(s, rid, 413, DPS_ERROR_TOO_LARGE, -1, ret, "Request body larger than %d bytes",
+                                   DPS_BODY_MAX);
+        r = dps_register_request_parse(payload, len, &req);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return reply_error(s, rid, 400, DPS_ERROR_BAD_BODY, -1, ret, "Malformed register request");
+        if (!e)
+                return reply_auth_error(c, rid, DPS_AUTH_NOT_ENROLLED, ret);
+
+        r = dps_tpm_challenge(s->tpm_keys, e, c->registration_id, req.tpm_endorsement_key, req.tpm_storage_root_key,
+                              now, &reply.body, &message);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                log_notice("TPM registration '%s' refused: %s.", c->registration_id, strna(message));
+                return reply_error(s, rid, r == -ENOTRECOVERABLE || r == -EIO ? 500 : 401,
+                                   r == -ENOTRECOVERABLE || r == -EIO ? DPS_ERROR_INTERNAL : DPS_ERROR_UNAUTHORIZED,
+                                   -1, ret, "%s", strna(message));
+        }
+        reply.body_len = strlen(reply.body);
+        r = reply_topic(401, rid, -1, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r;
+        }
+        log_info("TPM registration '%s': endorsement key matches the enrollment, challenge issued.",
+                 c->registration_id);
+        *ret = reply;
+        return 0;
+}
+
 int dps_client_handle_request(DpsClient *c, const char *topic, const void *payload, size_t len, DpsReply *ret) {
         _cleanup_(dps_request_topic_done) DpsRequestTopic t = { .type = _DPS_REQUEST_TYPE_INVALID };
         int r;
@@ -1226,6 +1539,8 @@ int dps_client_handle_request(DpsClient *c, const char *topic, const void *paylo
         }
 
         DpsAuth auth = client_auth(c, now);
+        if (auth == DPS_AUTH_TPM_CHALLENGE && t.type == DPS_REQUEST_REGISTER)
+                return handle_tpm_challenge(c, t.rid, payload, len, now, ret);
         if (auth != DPS_AUTH_OK) {
                 if (t.type == DPS_REQUEST_REGISTER)
                         log_info("Registration '%s' refused: %s.", c->registration_id, auth_message_table[auth]);

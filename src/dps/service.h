@@ -21,7 +21,9 @@
  *   404 / 404201  no enrollment for the registration id
  *   404 / 404203  unknown operation id (or one belonging to another registration, or expired)
  *   413 / 413001  body larger than DPS_BODY_MAX (96 KiB)
- *   429 / 429001  too many operations or registrations in flight (with retry-after)
+ *   429 / 429001  too many operations or registrations in flight, or more register requests
+ *                 than limits.registrations_per_minute (retry-after: when the next one is allowed)
+ *   503 / 503001  the registration record could not be stored (with retry-after)
  *   500 / 500001  internal error (out of memory, no randomness)
  * Results of an operation (200, in registrationState.errorCode):
  *   status "disabled", errorCode 403001   the enrollment is disabled
@@ -42,6 +44,7 @@
 #define DPS_ERROR_TOO_LARGE 413001
 #define DPS_ERROR_THROTTLED 429001
 #define DPS_ERROR_INTERNAL 500001
+#define DPS_ERROR_STORE 503001
 
 typedef struct DpsService DpsService;
 typedef struct DpsClient DpsClient;
@@ -52,6 +55,7 @@ typedef struct DpsServiceLimits {
         size_t max_operation_bytes;               /* stored result bodies in total; 429 beyond */
         unsigned max_registrations;               /* registration records; 429 beyond */
         uint64_t operation_lifetime_usec;         /* an operation id can be polled this long */
+        unsigned registrations_per_minute;        /* register requests; 429 + retry-after beyond; 0: no limit */
 } DpsServiceLimits;
 
 #define DPS_LIMITS_DEFAULT                                              \
@@ -83,6 +87,12 @@ int dps_service_reload_if_changed(DpsService *s, bool force, char **reterr_messa
 /* Takes ownership of data (for tests and fuzzers: no file behind it). */
 void dps_service_set_data(DpsService *s, DpsData *data);
 const DpsData *dps_service_get_data(const DpsService *s);
+
+/* Keeps the registration records in the SQLite database at path (created when missing), so
+ * that they survive restarts and crashes and reprovisioning sees every earlier assignment;
+ * see store.h.  Without it, records live in memory only. */
+int dps_service_open_store(DpsService *s, const char *path, char **reterr_message);
+struct DpsStore *dps_service_get_store(const DpsService *s); /* NULL without one */
 
 /* Overrides the data file's idScope (NULL: use the file's). */
 int dps_service_set_id_scope(DpsService *s, const char *id_scope);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
@@ -18,11 +19,17 @@
 
 #include <json-c/json.h>
 
+#include <mosquitto.h>
+
+#include "dps/admin.h"
 #include "dps/datafile.h"
+#include "dps/store.h"
 #include "edgeprov/codec.h"
 #include "edgeprov/dps.h"
+#include "edgeprov/fileio.h"
 #include "edgeprov/json-util.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/tpm-blob.h"
 #include "edgeprov/sas.h"
 
 #ifndef LOCALSTATEDIR
@@ -33,6 +40,12 @@
 #define MAX_HUBS_ARG 50
 
 static const char *arg_data = DEFAULT_DATA_FILE;
+static const char *arg_db = NULL;
+static const char *arg_broker = NULL; /* host:port of the running service: use the admin API */
+static const char *arg_cafile = NULL;
+static const char *arg_admin_user = "dps-admin";
+static const char *arg_admin_password_file = NULL;
+static bool arg_json = false;
 static const char *program = "edgeprov-dpsctl";
 
 _printf_(1, 2) static int err_msg(const char *fmt, ...) {
@@ -51,6 +64,15 @@ static void help(void) {
                "Edit the enrollment data file of the local provisioning service (edgeprov_dps).\n\n"
                "Options:\n"
                "  -d --data FILE         Data file (default: %s)\n"
+               "     --db FILE           Registration records (plugin_opt_registrations_db;\n"
+               "                         default: registrations.db beside the data file)\n"
+               "     --json              Print registration records as JSON\n"
+               "     --broker HOST:PORT  Use the running service's admin API ($CONTROL/edgeprov-dps/v1,\n"
+               "                         MQTT over TLS) for the registration commands\n"
+               "     --cafile FILE       CA of the broker's TLS certificate\n"
+               "     --admin-user NAME   Admin username (default: dps-admin)\n"
+               "     --admin-password-file FILE\n"
+               "                         File with the admin password\n"
                "  -h --help              Show this help\n\n"
                "Commands:\n"
                "  init --id-scope SCOPE [--force]\n"
@@ -60,12 +82,19 @@ static void help(void) {
                "  hub list\n"
                "  enrollment add REGID [--device-id ID] [--hub NAME]... [--primary-key B64 | --generate-keys]\n"
                "                 [--secondary-key B64] [--disabled] [--iot-edge] [--print-key]\n"
+               "                 [--reprovision migrate|reset|never] [--initial-twin JSON]\n"
+               "  enrollment add REGID --tpm-ek B64 [--device-id ID] [--hub NAME]... [...]\n"
+               "                         A TPM enrollment (EK as edgeprovd --print-tpm-identity prints it)\n"
                "  enrollment remove REGID\n"
                "  enrollment list\n"
                "  group add GROUPID [--hub NAME]... [--primary-key B64 | --generate-keys]\n"
                "            [--secondary-key B64] [--disabled] [--iot-edge] [--print-key]\n"
+               "            [--reprovision migrate|reset|never] [--initial-twin JSON]\n"
                "  group remove GROUPID\n"
                "  group list\n"
+               "  registration list | show REGID | delete REGID\n"
+               "                         The service's registration records (exit 4: no such record,\n"
+               "                         3: the admin API refused or could not be reached)\n"
                "  compute-key --group-key B64 REGID\n"
                "                         Print the device key derived from a group key\n"
                "  token REGID [--key B64 | --group-key B64 | --group GROUPID] [--ttl SECONDS]\n"
@@ -304,9 +333,15 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                 { "disabled", no_argument, NULL, 'x' },
                 { "iot-edge", no_argument, NULL, 'e' },
                 { "print-key", no_argument, NULL, 'P' },
+                { "reprovision", required_argument, NULL, 'R' },
+                { "initial-twin", required_argument, NULL, 'T' },
+                { "tpm-ek", required_argument, NULL, 'K' },
                 {},
         };
         const char *what = group ? "group" : "enrollment";
+        const char *tpm_ek = NULL;
+        _cleanup_json_ struct json_object *twin = NULL;
+        const char *reprovision = NULL;
         _cleanup_(dps_data_freep) DpsData *d = NULL;
         _cleanup_json_ struct json_object *e = NULL;
         _cleanup_erase_ char *primary = NULL, *secondary = NULL;
@@ -323,8 +358,24 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
         argv++;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "D:H:p:s:gxeP", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "D:H:p:s:gxePR:T:K:", options, NULL)) >= 0)
                 switch (c) {
+                case 'K':
+                        tpm_ek = optarg;
+                        break;
+                case 'R':
+                        if (!streq(optarg, "migrate") && !streq(optarg, "reset") && !streq(optarg, "never"))
+                                return err_msg("%s: --reprovision must be migrate, reset or never.", what);
+                        reprovision = optarg;
+                        break;
+                case 'T':
+                        json_object_put(twin);
+                        twin = NULL;
+                        if (json_parse_limited(optarg, strlen(optarg), DPS_BODY_MAX, DPS_JSON_MAX_DEPTH, &twin) < 0 ||
+                            !json_object_is_type(twin, json_type_object))
+                                return err_msg("%s: --initial-twin must be a JSON object "
+                                               "({\"tags\":{...},\"properties\":{\"desired\":{...}}}).", what);
+                        break;
                 case 'D':
                         if (group)
                                 return err_msg("group: --device-id is for individual enrollments "
@@ -408,6 +459,20 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                              what, id, group ? "enrollment group id" : "registration id");
         if (device_id && !dps_device_id_is_valid(device_id))
                 return err_msg("enrollment add: --device-id: '%s' is not a valid device id.", device_id);
+        if (tpm_ek) {
+                /* a TPM individual enrollment: the EK as `edgeprovd --print-tpm-identity` prints it */
+                _cleanup_free_ uint8_t *ekbuf = NULL;
+                size_t eklen = 0;
+                TpmRsaPublic ekpub;
+                if (group)
+                        return err_msg("group add: --tpm-ek is for individual enrollments only.");
+                if (primary || secondary || generate || print_key)
+                        return err_msg("enrollment add: --tpm-ek conflicts with the symmetric key options.");
+                if (base64_decode(tpm_ek, strlen(tpm_ek), &ekbuf, &eklen) < 0 ||
+                    tpm_rsa_public_parse(ekbuf, eklen, &ekpub) < 0)
+                        return err_msg("enrollment add: --tpm-ek: not base64 of an RSA endorsement key TPM2B_PUBLIC "
+                                       "(as edgeprovd --print-tpm-identity prints it).");
+        }
         if (generate && (primary || secondary))
                 return err_msg("%s add: --generate-keys conflicts with --primary-key/--secondary-key.", what);
         if (secondary && !primary)
@@ -422,7 +487,7 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                         return err_msg("%s add: %s: not base64 of %d to %d bytes.", what, names[i],
                                      DPS_SYMMETRIC_KEY_MIN, DPS_SYMMETRIC_KEY_MAX);
         }
-        if (!primary) {
+        if (!primary && !tpm_ek) {
                 /* real DPS generates keys when none are given, too */
                 if (generate_key(&primary) < 0 || generate_key(&secondary) < 0)
                         return err_msg("Failed to generate keys.");
@@ -439,10 +504,14 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
         if (json_put(e, group ? "enrollmentGroupId" : "registrationId", json_object_new_string(id)) < 0 ||
             (device_id && json_put(e, "deviceId", json_object_new_string(device_id)) < 0) ||
             json_put(e, "provisioningStatus", json_object_new_string(disabled ? "disabled" : "enabled")) < 0 ||
-            json_put(sk, "primaryKey", json_object_new_string(primary)) < 0 ||
-            (secondary && json_put(sk, "secondaryKey", json_object_new_string(secondary)) < 0) ||
-            json_put(att, "type", json_object_new_string("symmetricKey")) < 0 ||
-            json_put(att, "symmetricKey", TAKE_PTR(sk)) < 0 || json_put(e, "attestation", TAKE_PTR(att)) < 0 ||
+            (tpm_ek ? json_put(sk, "endorsementKey", json_object_new_string(tpm_ek)) < 0 ||
+                              json_put(att, "type", json_object_new_string("tpm")) < 0 ||
+                              json_put(att, "tpm", TAKE_PTR(sk)) < 0
+                    : json_put(sk, "primaryKey", json_object_new_string(primary)) < 0 ||
+                              (secondary && json_put(sk, "secondaryKey", json_object_new_string(secondary)) < 0) ||
+                              json_put(att, "type", json_object_new_string("symmetricKey")) < 0 ||
+                              json_put(att, "symmetricKey", TAKE_PTR(sk)) < 0) ||
+            json_put(e, "attestation", TAKE_PTR(att)) < 0 ||
             json_put(caps, "iotEdge", json_object_new_boolean(edge)) < 0 ||
             json_put(e, "capabilities", TAKE_PTR(caps)) < 0)
                 return err_msg("Out of memory.");
@@ -454,6 +523,15 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                         if (json_object_array_add(a, json_object_new_string(hubs[i])) < 0)
                                 return err_msg("Out of memory.");
         }
+        if (reprovision) {
+                struct json_object *rp = json_object_new_object();
+                if (json_put(e, "reprovisionPolicy", rp) < 0 ||
+                    json_put(rp, "updateHubAssignment", json_object_new_boolean(!streq(reprovision, "never"))) < 0 ||
+                    json_put(rp, "migrateDeviceData", json_object_new_boolean(streq(reprovision, "migrate"))) < 0)
+                        return err_msg("Out of memory.");
+        }
+        if (twin && json_put(e, "initialTwin", TAKE_PTR(twin)) < 0)
+                return err_msg("Out of memory.");
         if (json_put(e, "createdDateTimeUtc", json_object_new_string(now)) < 0 ||
             json_put(e, "lastUpdatedDateTimeUtc", json_object_new_string(now)) < 0)
                 return err_msg("Out of memory.");
@@ -580,9 +658,373 @@ static int verb_token(int argc, char *argv[]) {
         return EXIT_SUCCESS;
 }
 
+/* ---- registration records (the SQLite store shared with the running plugin) -------------- */
+
+#define EXIT_NOT_FOUND 4
+
+static int open_store(DpsStore **ret) {
+        _cleanup_free_ char *path = NULL, *msg = NULL;
+        int r;
+
+        if (arg_db)
+                path = strdup(arg_db);
+        else {
+                _cleanup_free_ char *copy = strdup(arg_data);
+                if (copy)
+                        (void) asprintf(&path, "%s/registrations.db", dirname(copy));
+        }
+        if (!path)
+                return err_msg("Out of memory.");
+        r = dps_store_open(path, ret, &msg);
+        if (r < 0)
+                return err_msg("%s", msg ?: strerror(-r));
+        return 0;
+}
+
+static char *format_usec(uint64_t usec, char buf[static 32]) {
+        time_t t = (time_t) (usec / 1000000);
+        struct tm tm;
+        if (!gmtime_r(&t, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+                snprintf(buf, 32, "-");
+        return buf;
+}
+
+static struct json_object *record_to_json(const DpsRecord *r) {
+        struct json_object *o = json_object_new_object();
+        char c[32], u[32];
+
+        if (!o)
+                return NULL;
+        const struct {
+                const char *key;
+                const char *value;
+        } fields[] = {
+                { "registrationId", r->registration_id },
+                { "deviceId", r->device_id },
+                { "assignedHub", r->assigned_hub },
+                { "initialHub", r->initial_hub },
+                { "enrollmentGroupId", r->enrollment_group_id },
+                { "status", r->status },
+                { "substatus", r->substatus },
+                { "etag", r->etag },
+                { "errorMessage", r->error_message },
+                { "createdDateTimeUtc", format_usec(r->created_usec, c) },
+                { "lastUpdatedDateTimeUtc", format_usec(r->updated_usec, u) },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (fields[i].value && json_put(o, fields[i].key, json_object_new_string(fields[i].value)) < 0)
+                        goto fail;
+        if (r->error_code != 0 && json_put(o, "errorCode", json_object_new_int64(r->error_code)) < 0)
+                goto fail;
+        if (r->initial_twin) {
+                struct json_object *t = NULL;
+                if (json_parse_limited(r->initial_twin, strlen(r->initial_twin), DPS_BODY_MAX, DPS_JSON_MAX_DEPTH,
+                                       &t) >= 0 &&
+                    json_put(o, "initialTwin", t) < 0)
+                        goto fail;
+        }
+        return o;
+fail:
+        json_object_put(o);
+        return NULL;
+}
+
+static int print_record_row(const DpsRecord *r, void *userdata) {
+        struct json_object *arr = userdata;
+        char u[32];
+
+        if (arr) {
+                struct json_object *o = record_to_json(r);
+                if (!o || json_object_array_add(arr, o) < 0) {
+                        json_object_put(o);
+                        return -ENOMEM;
+                }
+                return 0;
+        }
+        printf("%-32s %-24s %-9s %-33s %-32s %s\n", r->registration_id, r->device_id ?: "-", r->status,
+               r->substatus ?: "-", r->assigned_hub ?: "-", format_usec(r->updated_usec, u));
+        return 0;
+}
+
+static void print_json(struct json_object *o) {
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* ---- the admin API client ---------------------------------------------------------------- */
+
+#define EXIT_ADMIN_API 3
+#define ADMIN_TIMEOUT_MSEC 10000
+
+typedef struct AdminCall {
+        const char *request;
+        char *response;
+        int state; /* 0 waiting, 1 answered, -1 failed */
+        int connack;
+} AdminCall;
+
+static void admin_on_connect(struct mosquitto *m, void *ud, int rc) {
+        AdminCall *a = ud;
+        a->connack = rc;
+        if (rc != 0) {
+                a->state = -1;
+                return;
+        }
+        mosquitto_subscribe(m, NULL, DPS_ADMIN_RESPONSE_TOPIC, 1);
+}
+
+static void admin_on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted) {
+        AdminCall *a = ud;
+        if (n < 1 || granted[0] > 2) {
+                a->state = -1;
+                return;
+        }
+        mosquitto_publish(m, NULL, DPS_ADMIN_TOPIC, (int) strlen(a->request), a->request, 1, false);
+}
+
+static void admin_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg) {
+        AdminCall *a = ud;
+        if (!streq(msg->topic, DPS_ADMIN_RESPONSE_TOPIC) || a->state != 0)
+                return;
+        a->response = strndup(msg->payload ?: "", (size_t) msg->payloadlen);
+        a->state = a->response ? 1 : -1;
+}
+
+static uint64_t mono_msec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+/* Sends one command and returns its response object ("data" or "error"). */
+static int admin_command(struct json_object *cmd, struct json_object **ret) {
+        _cleanup_json_ struct json_object *req = json_object_new_object(), *resp = NULL;
+        _cleanup_erase_ char *password = NULL;
+        struct json_object *arr = json_object_new_array(), *responses = NULL;
+        AdminCall a = {};
+        int r;
+
+        if (!req || json_put(req, "commands", arr) < 0 || json_object_array_add(arr, cmd) < 0)
+                return err_msg("Out of memory.");
+        a.request = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+
+        if (!arg_admin_password_file)
+                return err_msg("--broker needs --admin-password-file."), EXIT_ADMIN_API;
+        r = read_secret_file(arg_admin_password_file, 4096, &password);
+        if (r < 0)
+                return err_msg("%s: %s", arg_admin_password_file, strerror(-r)), EXIT_ADMIN_API;
+        password[strcspn(password, "\r\n")] = 0;
+
+        _cleanup_free_ char *host = strdup(arg_broker);
+        if (!host)
+                return err_msg("Out of memory.");
+        char *colon = strrchr(host, ':');
+        int port = 8883;
+        if (colon) {
+                *colon = 0;
+                port = atoi(colon + 1);
+        }
+        if (isempty(host) || port <= 0 || port > 65535)
+                return err_msg("--broker: expected HOST:PORT, not '%s'.", arg_broker), EXIT_ADMIN_API;
+
+        mosquitto_lib_init();
+        char client_id[64];
+        snprintf(client_id, sizeof(client_id), "edgeprov-dpsctl-%d", (int) getpid());
+        struct mosquitto *m = mosquitto_new(client_id, true, &a);
+        if (!m)
+                return err_msg("Out of memory.");
+        mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        mosquitto_username_pw_set(m, arg_admin_user, password);
+        if (mosquitto_tls_set(m, arg_cafile, arg_cafile ? NULL : "/etc/ssl/certs", NULL, NULL, NULL) != MOSQ_ERR_SUCCESS) {
+                mosquitto_destroy(m);
+                return err_msg("--cafile %s: cannot be used.", strna(arg_cafile)), EXIT_ADMIN_API;
+        }
+        mosquitto_connect_callback_set(m, admin_on_connect);
+        mosquitto_subscribe_callback_set(m, admin_on_subscribe);
+        mosquitto_message_callback_set(m, admin_on_message);
+
+        uint64_t deadline = mono_msec() + ADMIN_TIMEOUT_MSEC;
+        r = mosquitto_connect(m, host, port, 30);
+        if (r != MOSQ_ERR_SUCCESS) {
+                mosquitto_destroy(m);
+                mosquitto_lib_cleanup();
+                return err_msg("Cannot connect to %s: %s", arg_broker,
+                               r == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(r)), EXIT_ADMIN_API;
+        }
+        while (a.state == 0 && mono_msec() < deadline) {
+                r = mosquitto_loop(m, 100, 1);
+                if (r != MOSQ_ERR_SUCCESS && a.state == 0)
+                        a.state = -1;
+        }
+        mosquitto_disconnect(m);
+        mosquitto_destroy(m);
+        mosquitto_lib_cleanup();
+
+        if (a.state != 1) {
+                free(a.response);
+                if (a.connack != 0)
+                        return err_msg("The admin API refused the connection: %s", mosquitto_connack_string(a.connack)),
+                               EXIT_ADMIN_API;
+                return err_msg("No answer from the admin API at %s.", arg_broker), EXIT_ADMIN_API;
+        }
+        r = json_parse_limited(a.response, strlen(a.response), 64 * 1024 * 1024, 64, &resp);
+        free(a.response);
+        if (r < 0 || !json_object_object_get_ex(resp, "responses", &responses) ||
+            !json_object_is_type(responses, json_type_array) || json_object_array_length(responses) != 1)
+                return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+        *ret = json_object_get(json_object_array_get_idx(responses, 0));
+        return 0;
+}
+
+static const char *jstr(struct json_object *o, const char *key) {
+        struct json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static int registration_via_admin_api(const char *action, const char *id) {
+        _cleanup_json_ struct json_object *resp = NULL;
+        struct json_object *cmd = json_object_new_object(), *data = NULL, *v = NULL;
+        const char *name = streq(action, "list")   ? "listRegistrations"
+                           : streq(action, "show") ? "getRegistration"
+                                                   : "deleteRegistration";
+        int r;
+
+        if (!cmd || json_put(cmd, "command", json_object_new_string(name)) < 0 ||
+            (id && json_put(cmd, "registrationId", json_object_new_string(id)) < 0)) {
+                json_object_put(cmd);
+                return err_msg("Out of memory.");
+        }
+        r = admin_command(cmd, &resp);
+        if (r != 0)
+                return r;
+        const char *error = jstr(resp, "error");
+        if (error) {
+                err_msg("registration %s: %s", action, error);
+                return streq(error, "Not found") ? EXIT_NOT_FOUND : EXIT_FAILURE;
+        }
+        if (!json_object_object_get_ex(resp, "data", &data))
+                return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+        if (streq(action, "delete"))
+                return EXIT_SUCCESS;
+        if (streq(action, "show")) {
+                if (!json_object_object_get_ex(data, "registration", &v))
+                        return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+                if (arg_json) {
+                        print_json(v);
+                        return EXIT_SUCCESS;
+                }
+                json_object_object_foreach(v, key, val) {
+                        printf("%-24s %s\n", key,
+                               json_object_is_type(val, json_type_string)
+                                       ? json_object_get_string(val)
+                                       : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN));
+                }
+                return EXIT_SUCCESS;
+        }
+        if (!json_object_object_get_ex(data, "registrations", &v) || !json_object_is_type(v, json_type_array))
+                return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+        if (arg_json) {
+                print_json(v);
+                return EXIT_SUCCESS;
+        }
+        printf("%-32s %-24s %-9s %-33s %-32s %s\n", "REGISTRATION-ID", "DEVICE-ID", "STATUS", "SUBSTATUS", "HUB",
+               "UPDATED");
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+                struct json_object *x = json_object_array_get_idx(v, i);
+                printf("%-32s %-24s %-9s %-33s %-32s %s\n", strna(jstr(x, "registrationId")),
+                       jstr(x, "deviceId") ?: "-", strna(jstr(x, "status")), jstr(x, "substatus") ?: "-",
+                       jstr(x, "assignedHub") ?: "-", strna(jstr(x, "lastUpdatedDateTimeUtc")));
+        }
+        return EXIT_SUCCESS;
+}
+
+static int verb_registration(int argc, char *argv[]) {
+        _cleanup_(dps_store_freep) DpsStore *st = NULL;
+        int r;
+
+        if (argc < 2)
+                return err_msg("registration: expected list, show or delete.");
+        const char *action = argv[1];
+        if (streq(action, "list")) {
+                if (argc != 2)
+                        return err_msg("registration list: unexpected argument '%s'.", argv[2]);
+        } else if ((streq(action, "show") || streq(action, "delete"))) {
+                if (argc != 3)
+                        return err_msg("registration %s: expected exactly one registration id.", action);
+        } else
+                return err_msg("registration: unknown action '%s' (list, show, delete).", action);
+
+        if (arg_broker)
+                return registration_via_admin_api(action, argc > 2 ? argv[2] : NULL);
+
+        if (open_store(&st) != 0)
+                return EXIT_FAILURE;
+
+        if (streq(action, "list")) {
+                _cleanup_json_ struct json_object *arr = arg_json ? json_object_new_array() : NULL;
+                if (arg_json && !arr)
+                        return err_msg("Out of memory.");
+                if (!arg_json)
+                        printf("%-32s %-24s %-9s %-33s %-32s %s\n", "REGISTRATION-ID", "DEVICE-ID", "STATUS",
+                               "SUBSTATUS", "HUB", "UPDATED");
+                r = dps_store_foreach(st, print_record_row, arr);
+                if (r < 0)
+                        return err_msg("registration list: %s", strerror(-r));
+                if (arr)
+                        print_json(arr);
+                return EXIT_SUCCESS;
+        }
+
+        const char *id = argv[2];
+        if (streq(action, "delete")) {
+                r = dps_store_delete(st, id);
+                if (r == -ENOENT)
+                        return err_msg("registration delete: no record for '%s'.", id), EXIT_NOT_FOUND;
+                if (r < 0)
+                        return err_msg("registration delete: %s", strerror(-r));
+                return EXIT_SUCCESS;
+        }
+
+        _cleanup_(dps_record_done) DpsRecord rec = {};
+        r = dps_store_get(st, id, &rec);
+        if (r == -ENOENT)
+                return err_msg("registration show: no record for '%s'.", id), EXIT_NOT_FOUND;
+        if (r < 0)
+                return err_msg("registration show: %s", strerror(-r));
+        _cleanup_json_ struct json_object *o = record_to_json(&rec);
+        if (!o)
+                return err_msg("Out of memory.");
+        if (arg_json) {
+                print_json(o);
+                return EXIT_SUCCESS;
+        }
+        char c[32], u[32];
+        printf("Registration id: %s\n", rec.registration_id);
+        printf("Status:          %s%s%s\n", rec.status, rec.substatus ? " / " : "", strempty(rec.substatus));
+        printf("Device id:       %s\n", strna(rec.device_id));
+        printf("Assigned hub:    %s\n", strna(rec.assigned_hub));
+        printf("Initial hub:     %s\n", strna(rec.initial_hub));
+        printf("Enrollment:      %s\n", rec.enrollment_group_id ?: "individual");
+        if (rec.error_code != 0)
+                printf("Error:           %" PRIi64 " %s\n", rec.error_code, strna(rec.error_message));
+        printf("Etag:            %s\n", rec.etag);
+        printf("Created:         %s\n", format_usec(rec.created_usec, c));
+        printf("Updated:         %s\n", format_usec(rec.updated_usec, u));
+        printf("Initial twin:    %s\n", rec.initial_twin ?: "-");
+        return EXIT_SUCCESS;
+}
+
 int main(int argc, char *argv[]) {
+        enum { ARG_DB = 0x100, ARG_JSON, ARG_BROKER, ARG_CAFILE, ARG_ADMIN_USER, ARG_ADMIN_PASSWORD_FILE };
         static const struct option options[] = {
                 { "data", required_argument, NULL, 'd' },
+                { "db", required_argument, NULL, ARG_DB },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "broker", required_argument, NULL, ARG_BROKER },
+                { "cafile", required_argument, NULL, ARG_CAFILE },
+                { "admin-user", required_argument, NULL, ARG_ADMIN_USER },
+                { "admin-password-file", required_argument, NULL, ARG_ADMIN_PASSWORD_FILE },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -592,6 +1034,24 @@ int main(int argc, char *argv[]) {
                 switch (c) {
                 case 'd':
                         arg_data = optarg;
+                        break;
+                case ARG_DB:
+                        arg_db = optarg;
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case ARG_BROKER:
+                        arg_broker = optarg;
+                        break;
+                case ARG_CAFILE:
+                        arg_cafile = optarg;
+                        break;
+                case ARG_ADMIN_USER:
+                        arg_admin_user = optarg;
+                        break;
+                case ARG_ADMIN_PASSWORD_FILE:
+                        arg_admin_password_file = optarg;
                         break;
                 case 'h':
                         help();
@@ -618,6 +1078,8 @@ int main(int argc, char *argv[]) {
                 return verb_enrollment_or_group(vargc, vargv, false);
         if (streq(verb, "group"))
                 return verb_enrollment_or_group(vargc, vargv, true);
+        if (streq(verb, "registration"))
+                return verb_registration(vargc, vargv);
         if (streq(verb, "compute-key"))
                 return verb_compute_key(vargc, vargv);
         if (streq(verb, "token"))

@@ -49,6 +49,9 @@ ep_cleanup() {
         fi
 }
 trap ep_cleanup EXIT
+# make check runs every test under timeout(1): on SIGTERM, exit so that the EXIT trap stops
+# what the test started
+trap 'exit 124' TERM INT
 
 ep_track() { EP_PIDS+=("$1"); }
 

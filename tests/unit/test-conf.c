@@ -169,6 +169,50 @@ static void test_required(void **state) {
                      "agent.retry_max= (10) must not be smaller than agent.retry_initial= (100)");
 }
 
+/* TPM attestation keys (src/agent/attest.c) */
+#define TPM_PROV                                                                               \
+        "provisioning = { endpoint = \"h\"; id_scope = \"0ne00000A0A\"; attestation = { method = \"tpm\"; }; };\n"
+
+static void test_tpm(void **state) {
+        Config c;
+        _cleanup_free_ char *err = NULL;
+        uint32_t h = 0;
+
+        /* no registration id and no key file needed: derived from the EK */
+        assert_int_equal(parse(TPM_PROV "tpm = { tcti = \"swtpm:host=127.0.0.1,port=2321\"; "
+                                        "endorsement_auth_file = \"e\"; owner_auth_file = \"o\"; "
+                                        "ek_ca_file = \"/etc/ek-ca.pem\"; key_slot_a = \"0x81000200\"; "
+                                        "key_slot_b = \"0x81000201\"; };\n",
+                               &c, &err),
+                         0);
+        assert_int_equal(c.attestation, ATTESTATION_TPM);
+        assert_null(c.registration_id);
+        assert_string_equal(c.tpm_tcti, "swtpm:host=127.0.0.1,port=2321");
+        assert_string_equal(c.tpm_endorsement_auth_file, "e");
+        assert_string_equal(c.tpm_owner_auth_file, "o");
+        assert_string_equal(c.tpm_ek_ca_file, "/etc/ek-ca.pem");
+        assert_int_equal(conf_parse_tpm_slot(c.tpm_slot_a, &h), 0);
+        assert_int_equal(h, 0x81000200);
+        conf_done(&c);
+
+        expect_error(TPM_PROV "tpm = { tcti = \"\"; };", "t.conf:2: tpm.tcti= must be a TCTI string");
+        expect_error(TPM_PROV "tpm = { endorsement_auth_file = \"\"; };", "tpm.endorsement_auth_file= must not be empty");
+        expect_error(TPM_PROV "tpm = { owner_auth_file = \"\"; };", "tpm.owner_auth_file= must not be empty");
+        expect_error(TPM_PROV "tpm = { ek_ca_file = \"ca.pem\"; };", "tpm.ek_ca_file= must be an absolute path");
+        expect_error(TPM_PROV "tpm = { key_slot_a = \"0x81010001\"; };", "tpm.key_slot_a= must be a persistent handle");
+        expect_error(TPM_PROV "tpm = { key_slot_b = \"0x01000100\"; };", "tpm.key_slot_b= must be a persistent handle");
+        expect_error(TPM_PROV "tpm = { key_slot_a = \"81000100\"; };", "tpm.key_slot_a= must be a persistent handle");
+        expect_error(TPM_PROV "tpm = { key_slot_a = \"0x81000001\"; };", "tpm.key_slot_a= must be a persistent handle");
+        expect_error(TPM_PROV "tpm = { key_slot_a = \"0x81000100x\"; };", "tpm.key_slot_a= must be a persistent handle");
+        expect_error(TPM_PROV "tpm = { key_slot_a = 5; };", "tpm.key_slot_a=");
+        expect_error(TPM_PROV "tpm = { key_slot_a = \"0x81000100\"; key_slot_b = \"0x81000100\"; };",
+                     "tpm.key_slot_a= and tpm.key_slot_b= must differ");
+        expect_error(TPM_PROV "tpm = { colour = \"red\"; };", "unknown setting 'tpm.colour'");
+        assert_int_equal(conf_parse_tpm_slot("0x81000002", &h), 0);
+        assert_int_equal(conf_parse_tpm_slot("0x81800000", &h), -EINVAL);
+        assert_int_equal(conf_parse_tpm_slot(NULL, &h), -EINVAL);
+}
+
 static void test_oversized(void **state) {
         size_t n = CONF_FILE_MAX + 10;
         char *big = malloc(n + 1);
@@ -278,6 +322,7 @@ int main(void) {
                 cmocka_unit_test(test_bad_values),
                 cmocka_unit_test(test_required),
                 cmocka_unit_test(test_oversized),
+                cmocka_unit_test(test_tpm),
                 cmocka_unit_test(test_dropins_and_key_path),
                 cmocka_unit_test(test_fingerprint),
         };

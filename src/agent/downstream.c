@@ -1,0 +1,729 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/dps-client.h"
+#include "agent/downstream.h"
+#include "agent/sensor-list.h"
+#include "edgeprov/codec.h"
+#include "edgeprov/dps.h"
+#include "edgeprov/fileio.h"
+#include "edgeprov/json-util.h"
+#include "edgeprov/log.h"
+#include "edgeprov/macro.h"
+#include "edgeprov/sas.h"
+
+#define USEC_PER_SEC ((uint64_t) 1000000)
+#define SENSOR_RECORD_MAX (64 * 1024)
+#define DOWNSTREAM_SENSORS_MAX 100000
+#define DEVICES_DIR "devices"
+
+struct Downstream {
+        sd_event *event;
+        const Config *config;
+        char *group_key_b64;    /* secret */
+        char *gateway_id;
+        char *dir;
+        Sensor **sensors;       /* sorted by id */
+        size_t n_sensors, n_alloc;
+        Sensor *queue_head, *queue_tail;
+        unsigned in_flight;
+        double tokens;
+        uint64_t tokens_at;
+        sd_event_source *bucket_timer;
+        DownstreamCallback cb;
+        void *userdata;
+};
+
+static const char *const sensor_state_table[_SENSOR_STATE_MAX] = {
+        [SENSOR_PENDING] = "pending",       [SENSOR_REGISTERING] = "registering", [SENSOR_RETRYING] = "retrying",
+        [SENSOR_ASSIGNED] = "assigned",     [SENSOR_FAILED] = "failed",
+};
+
+const char *sensor_state_to_string(SensorState s) {
+        return s >= 0 && s < _SENSOR_STATE_MAX ? sensor_state_table[s] : NULL;
+}
+
+SensorState sensor_state_from_string(const char *s) {
+        for (int i = 0; s && i < _SENSOR_STATE_MAX; i++)
+                if (streq(s, sensor_state_table[i]))
+                        return (SensorState) i;
+        return _SENSOR_STATE_INVALID;
+}
+
+void sensor_done(Sensor *s) {
+        if (!s)
+                return;
+        free(s->id);
+        free(s->protocol);
+        free(s->options_json);
+        free(s->device_id);
+        free(s->assigned_hub);
+        free(s->last_error);
+        s->retry_timer = sd_event_source_disable_unref(s->retry_timer);
+        s->client = dps_client_free(s->client);
+}
+
+/* ---- per-sensor record ---------------------------------------------------- */
+
+int sensor_record_format(const Sensor *s, char **ret) {
+        struct json_object *o = json_object_new_object(), *opts = NULL;
+        int r = 0;
+
+        if (!o)
+                return -ENOMEM;
+        if (s->options_json &&
+            json_parse_limited(s->options_json, strlen(s->options_json), SENSOR_RECORD_MAX, 4, &opts) < 0) {
+                json_object_put(o);
+                return -EINVAL;
+        }
+        /* only the states that survive a restart: in-flight work resumes as pending */
+        SensorState st = s->state == SENSOR_ASSIGNED || s->state == SENSOR_FAILED ? s->state : SENSOR_PENDING;
+        if (json_object_object_add(o, "version", json_object_new_int(1)) < 0 ||
+            json_object_object_add(o, "registrationId", json_object_new_string(s->id)) < 0 ||
+            (s->protocol && json_object_object_add(o, "protocol", json_object_new_string(s->protocol)) < 0) ||
+            (opts && json_object_object_add(o, "options", opts) < 0) ||
+            json_object_object_add(o, "state", json_object_new_string(sensor_state_to_string(st))) < 0 ||
+            (s->device_id && json_object_object_add(o, "deviceId", json_object_new_string(s->device_id)) < 0) ||
+            (s->assigned_hub && json_object_object_add(o, "assignedHub", json_object_new_string(s->assigned_hub)) < 0) ||
+            (s->last_error && json_object_object_add(o, "lastError", json_object_new_string(s->last_error)) < 0) ||
+            json_object_object_add(o, "attempts", json_object_new_int64(s->attempts)) < 0 ||
+            json_object_object_add(o, "provisionedAt", json_object_new_int64((int64_t) s->provisioned_at)) < 0)
+                r = -ENOMEM;
+        if (r >= 0) {
+                const char *t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+                char *dup = t ? strdup(t) : NULL;
+                if (!dup)
+                        r = -ENOMEM;
+                else
+                        *ret = dup;
+        }
+        json_object_put(o);
+        return r;
+}
+
+int sensor_record_parse(const char *buf, size_t len, Sensor *ret) {
+        struct json_object *o = NULL, *v;
+        Sensor s = {};
+        int r;
+
+        r = json_parse_limited(buf, len, SENSOR_RECORD_MAX, 4, &o);
+        if (r < 0)
+                return -EBADMSG;
+        r = -EBADMSG;
+        if (!json_object_is_type(o, json_type_object))
+                goto out;
+        if (!json_object_object_get_ex(o, "version", &v) || !json_object_is_type(v, json_type_int) ||
+            json_object_get_int(v) != 1)
+                goto out;
+        const char *id = json_get_string(o, "registrationId");
+        if (!id || !dps_registration_id_is_valid(id))
+                goto out;
+        s.state = sensor_state_from_string(json_get_string(o, "state"));
+        if (s.state != SENSOR_PENDING && s.state != SENSOR_ASSIGNED && s.state != SENSOR_FAILED)
+                goto out;
+        if (json_object_object_get_ex(o, "options", &v)) {
+                if (!json_object_is_type(v, json_type_object))
+                        goto out;
+                const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+                if (!t || !(s.options_json = strdup(t))) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+        }
+        if (json_object_object_get_ex(o, "attempts", &v) && json_object_is_type(v, json_type_int)) {
+                int64_t a = json_object_get_int64(v);
+                s.attempts = a < 0 ? 0 : a > 1000000 ? 1000000 : (unsigned) a;
+        }
+        if (json_object_object_get_ex(o, "provisionedAt", &v) && json_object_is_type(v, json_type_int)) {
+                int64_t a = json_object_get_int64(v);
+                s.provisioned_at = a < 0 ? 0 : (uint64_t) a;
+        }
+        if (!(s.id = strdup(id)) || json_dup_string(o, "protocol", &s.protocol) < 0 ||
+            json_dup_string(o, "deviceId", &s.device_id) < 0 || json_dup_string(o, "assignedHub", &s.assigned_hub) < 0 ||
+            json_dup_string(o, "lastError", &s.last_error) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if (s.state == SENSOR_ASSIGNED && (!s.device_id || !s.assigned_hub))
+                goto out;
+        *ret = s;
+        s = (Sensor) {};
+        r = 0;
+out:
+        sensor_done(&s);
+        json_object_put(o);
+        return r;
+}
+
+static int sensor_path(Downstream *d, const char *id, char **ret) {
+        return asprintf(ret, "%s/%s.json", d->dir, id) < 0 ? -ENOMEM : 0;
+}
+
+static int sensor_save(Downstream *d, const Sensor *s) {
+        _cleanup_free_ char *text = NULL, *path = NULL;
+        int r = sensor_record_format(s, &text);
+        if (r < 0)
+                return r;
+        r = sensor_path(d, s->id, &path);
+        if (r < 0)
+                return r;
+        r = write_file_atomic(path, text, strlen(text), 0600);
+        if (r < 0)
+                log_error_errno(r, "Cannot write '%s': %m", path);
+        return r;
+}
+
+/* ---- the registry ------------------------------------------------------- */
+
+int downstream_new(sd_event *e, const Config *config, Downstream **ret) {
+        Downstream *d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->event = sd_event_ref(e);
+        d->config = config;
+        if (asprintf(&d->dir, "%s/%s", config->state_directory ?: EDGEPROV_DEFAULT_STATE_DIR, DEVICES_DIR) < 0) {
+                d->dir = NULL;
+                downstream_free(d);
+                return -ENOMEM;
+        }
+        *ret = d;
+        return 0;
+}
+
+Downstream *downstream_free(Downstream *d) {
+        if (!d)
+                return NULL;
+        for (size_t i = 0; i < d->n_sensors; i++) {
+                sensor_done(d->sensors[i]);
+                free(d->sensors[i]);
+        }
+        free(d->sensors);
+        d->bucket_timer = sd_event_source_disable_unref(d->bucket_timer);
+        d->group_key_b64 = erase_and_free(d->group_key_b64);
+        free(d->gateway_id);
+        free(d->dir);
+        sd_event_unref(d->event);
+        free(d);
+        return NULL;
+}
+
+void downstream_set_callback(Downstream *d, DownstreamCallback cb, void *userdata) {
+        d->cb = cb;
+        d->userdata = userdata;
+}
+
+bool downstream_is_configured(const Downstream *d) {
+        return d->group_key_b64;
+}
+
+size_t downstream_count(const Downstream *d) {
+        return d->n_sensors;
+}
+
+Sensor *downstream_get(const Downstream *d, size_t i) {
+        return i < d->n_sensors ? d->sensors[i] : NULL;
+}
+
+static size_t lower_bound(const Downstream *d, const char *id) {
+        size_t lo = 0, hi = d->n_sensors;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (strcmp(d->sensors[mid]->id, id) < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+Sensor *downstream_find(Downstream *d, const char *id) {
+        size_t i = lower_bound(d, id);
+        return i < d->n_sensors && streq(d->sensors[i]->id, id) ? d->sensors[i] : NULL;
+}
+
+static int registry_insert(Downstream *d, Sensor *s) {
+        size_t i = lower_bound(d, s->id);
+        if (d->n_sensors >= DOWNSTREAM_SENSORS_MAX)
+                return -E2BIG;
+        if (d->n_sensors == d->n_alloc) {
+                size_t n = d->n_alloc ? d->n_alloc * 2 : 64;
+                Sensor **p = realloc(d->sensors, n * sizeof(Sensor *));
+                if (!p)
+                        return -ENOMEM;
+                d->sensors = p;
+                d->n_alloc = n;
+        }
+        memmove(d->sensors + i + 1, d->sensors + i, (d->n_sensors - i) * sizeof(Sensor *));
+        d->sensors[i] = s;
+        d->n_sensors++;
+        s->owner = d;
+        return 0;
+}
+
+static void notify(Downstream *d, Sensor *s, SensorEvent ev, unsigned mask) {
+        if (d->cb && (ev != SENSOR_EVENT_CHANGED || mask))
+                d->cb(d, s, ev, mask, d->userdata);
+}
+
+/* One setter per property: compare, assign, remember what changed. */
+static unsigned sensor_set_string(char **field, const char *v, unsigned bit) {
+        if (streq_ptr(*field, v))
+                return 0;
+        char *dup = v ? strdup(v) : NULL;
+        if (v && !dup)
+                return 0;
+        free(*field);
+        *field = dup;
+        return bit;
+}
+
+static unsigned sensor_set_state(Sensor *s, SensorState st) {
+        if (s->state == st)
+                return 0;
+        s->state = st;
+        return SENSOR_PROP_STATE;
+}
+
+static unsigned sensor_set_attempts(Sensor *s, unsigned a) {
+        if (s->attempts == a)
+                return 0;
+        s->attempts = a;
+        return SENSOR_PROP_ATTEMPTS;
+}
+
+static unsigned sensor_set_provisioned_at(Sensor *s, uint64_t t) {
+        if (s->provisioned_at == t)
+                return 0;
+        s->provisioned_at = t;
+        return SENSOR_PROP_PROVISIONED_AT;
+}
+
+static void queue_push(Downstream *d, Sensor *s) {
+        if (s->queued)
+                return;
+        s->queued = true;
+        s->queue_next = NULL;
+        if (d->queue_tail)
+                d->queue_tail->queue_next = s;
+        else
+                d->queue_head = s;
+        d->queue_tail = s;
+}
+
+static Sensor *queue_pop(Downstream *d) {
+        Sensor *s = d->queue_head;
+        if (!s)
+                return NULL;
+        d->queue_head = s->queue_next;
+        if (!d->queue_head)
+                d->queue_tail = NULL;
+        s->queue_next = NULL;
+        s->queued = false;
+        return s;
+}
+
+static void queue_unlink(Downstream *d, Sensor *s) {
+        Sensor *prev = NULL;
+        if (!s->queued)
+                return;
+        for (Sensor *p = d->queue_head; p; prev = p, p = p->queue_next)
+                if (p == s) {
+                        if (prev)
+                                prev->queue_next = s->queue_next;
+                        else
+                                d->queue_head = s->queue_next;
+                        if (d->queue_tail == s)
+                                d->queue_tail = prev;
+                        break;
+                }
+        s->queued = false;
+        s->queue_next = NULL;
+}
+
+static void dispatch(Downstream *d);
+
+static int on_bucket_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Downstream *d = userdata;
+        d->bucket_timer = sd_event_source_disable_unref(d->bucket_timer);
+        dispatch(d);
+        return 0;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Token bucket: `rate` tokens a minute, at most `concurrency` (≥1) saved up. */
+static bool bucket_take(Downstream *d, uint64_t *ret_wait_usec) {
+        double per_usec = (double) d->config->downstream_rate / (60.0 * USEC_PER_SEC);
+        double burst = d->config->downstream_concurrency > 0 ? d->config->downstream_concurrency : 1;
+        uint64_t now = now_usec();
+        if (d->tokens_at == 0)
+                d->tokens = burst;
+        else
+                d->tokens += (double) (now - d->tokens_at) * per_usec;
+        if (d->tokens > burst)
+                d->tokens = burst;
+        d->tokens_at = now;
+        if (d->tokens >= 1.0) {
+                d->tokens -= 1.0;
+                return true;
+        }
+        *ret_wait_usec = (uint64_t) ((1.0 - d->tokens) / per_usec) + 1;
+        return false;
+}
+
+static void on_result(DpsClient *c, const DpsResult *res, void *userdata);
+
+static int sensor_start(Downstream *d, Sensor *s) {
+        _cleanup_free_ char *resource = NULL, *payload = NULL;
+        _cleanup_erase_ char *key = NULL, *token = NULL;
+        struct json_object *p = NULL;
+        DpsClient *c = NULL;
+        int r;
+
+        r = sas_derive_device_key(d->group_key_b64, s->id, &key);
+        if (r < 0)
+                return r;
+        if (asprintf(&resource, "%s/registrations/%s", d->config->id_scope, s->id) < 0)
+                return -ENOMEM;
+        r = sas_token_build_b64(key, resource, (uint64_t) time(NULL) + (uint64_t) d->config->sas_lifetime,
+                                SAS_DEFAULT_KEY_NAME, &token);
+        if (r < 0)
+                return r;
+
+        if (s->options_json)
+                r = json_parse_limited(s->options_json, strlen(s->options_json), SENSOR_RECORD_MAX, 4, &p);
+        else
+                p = json_object_new_object();
+        if (r < 0 || !p)
+                return r < 0 ? r : -ENOMEM;
+        json_object_object_add(p, "gatewayId", json_object_new_string(d->gateway_id));
+        if (s->protocol && !json_object_object_get_ex(p, "protocol", NULL))
+                json_object_object_add(p, "protocol", json_object_new_string(s->protocol));
+        const char *t = json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN);
+        payload = t ? strdup(t) : NULL;
+        json_object_put(p);
+        if (!payload)
+                return -ENOMEM;
+
+        DpsClientParams params = {
+                .host = d->config->endpoint,
+                .port = d->config->port,
+                .ca_file = d->config->ca_file,
+                .id_scope = d->config->id_scope,
+                .registration_id = s->id,
+                .api_version = d->config->api_version,
+                .password = token,
+                .payload_json = payload,
+                .request_timeout_usec = (uint64_t) d->config->request_timeout * USEC_PER_SEC,
+        };
+        r = dps_client_new(d->event, &params, on_result, s, &c);
+        if (r < 0)
+                return r;
+        r = dps_client_start(c);
+        if (r < 0) {
+                dps_client_free(c);
+                return r;
+        }
+        s->client = c;
+        log_debug("Registering sensor '%s' (attempt %u).", s->id, s->attempts + 1);
+        return 0;
+}
+
+static void sensor_retry_later(Downstream *d, Sensor *s, int retry_after, const char *why);
+
+static void dispatch(Downstream *d) {
+        unsigned max = (unsigned) (d->config->downstream_concurrency > 0 ? d->config->downstream_concurrency : 1);
+
+        if (!d->gateway_id || !d->group_key_b64)
+                return;
+        while (d->in_flight < max && d->queue_head) {
+                uint64_t wait = 0;
+                if (!bucket_take(d, &wait)) {
+                        if (!d->bucket_timer &&
+                            sd_event_add_time_relative(d->event, &d->bucket_timer, CLOCK_MONOTONIC, wait, 1000,
+                                                       on_bucket_timer, d) < 0)
+                                log_error("Failed to arm the rate-limit timer.");
+                        return;
+                }
+                Sensor *s = queue_pop(d);
+                int r = sensor_start(d, s);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot start the registration of '%s': %m", s->id);
+                        sensor_retry_later(d, s, -1, "cannot start the registration");
+                        continue;
+                }
+                d->in_flight++;
+                notify(d, s, SENSOR_EVENT_CHANGED, sensor_set_state(s, SENSOR_REGISTERING));
+        }
+}
+
+static int on_sensor_retry(sd_event_source *src, uint64_t usec, void *userdata) {
+        Sensor *s = userdata;
+        Downstream *d = s->owner;
+        s->retry_timer = sd_event_source_disable_unref(s->retry_timer);
+        queue_push(d, s);
+        dispatch(d);
+        return 0;
+}
+
+static void sensor_retry_later(Downstream *d, Sensor *s, int retry_after, const char *why) {
+        uint64_t cap = (uint64_t) d->config->retry_initial * USEC_PER_SEC, max = (uint64_t) d->config->retry_max * USEC_PER_SEC;
+        uint64_t rnd, delay;
+        unsigned mask;
+
+        for (unsigned i = 1; i < s->attempts && cap < max; i++)
+                cap *= 2;
+        if (cap > max)
+                cap = max;
+        if (random_bytes(&rnd, sizeof(rnd)) < 0)
+                rnd = (uint64_t) now_usec() * 6364136223846793005ULL;
+        delay = rnd % (cap + 1);                        /* full jitter */
+        if (retry_after > 0 && (uint64_t) retry_after * USEC_PER_SEC > delay)
+                delay = (uint64_t) retry_after * USEC_PER_SEC;
+        if (delay < USEC_PER_SEC / 10)
+                delay = USEC_PER_SEC / 10;
+        mask = sensor_set_string(&s->last_error, why, SENSOR_PROP_LAST_ERROR);
+        mask |= sensor_set_state(s, SENSOR_RETRYING);
+        s->retry_timer = sd_event_source_disable_unref(s->retry_timer);
+        if (sd_event_add_time_relative(d->event, &s->retry_timer, CLOCK_BOOTTIME, delay, USEC_PER_SEC / 10,
+                                       on_sensor_retry, s) < 0) {
+                log_error("Failed to arm the retry timer of '%s'; queueing it now.", s->id);
+                queue_push(d, s);
+        }
+        log_debug("Sensor '%s': %s; retrying in %.1f s.", s->id, why, (double) delay / USEC_PER_SEC);
+        notify(d, s, SENSOR_EVENT_CHANGED, mask);
+}
+
+static void on_result(DpsClient *c, const DpsResult *res, void *userdata) {
+        Sensor *s = userdata;
+        Downstream *d = s->owner;
+        unsigned mask;
+
+        d->in_flight--;
+        mask = sensor_set_attempts(s, s->attempts + 1);
+        switch (res->outcome) {
+        case DPS_OUTCOME_ASSIGNED: {
+                Sensor t = *s;  /* save first, change the live sensor only once committed */
+                t.state = SENSOR_ASSIGNED;
+                t.device_id = (char *) res->device_id;
+                t.assigned_hub = (char *) res->assigned_hub;
+                t.last_error = NULL;
+                t.provisioned_at = (uint64_t) time(NULL);
+                if (sensor_save(d, &t) < 0) {
+                        notify(d, s, SENSOR_EVENT_CHANGED, mask);
+                        sensor_retry_later(d, s, -1, "assigned, but the state could not be written");
+                        break;
+                }
+                mask |= sensor_set_string(&s->device_id, res->device_id, SENSOR_PROP_DEVICE_ID);
+                mask |= sensor_set_string(&s->assigned_hub, res->assigned_hub, SENSOR_PROP_ASSIGNED_HUB);
+                mask |= sensor_set_string(&s->last_error, NULL, SENSOR_PROP_LAST_ERROR);
+                mask |= sensor_set_provisioned_at(s, t.provisioned_at);
+                mask |= sensor_set_state(s, SENSOR_ASSIGNED);
+                log_info("Sensor '%s' assigned to hub '%s' as '%s'.", s->id, s->assigned_hub, s->device_id);
+                notify(d, s, SENSOR_EVENT_CHANGED, mask);
+                break;
+        }
+        case DPS_OUTCOME_REJECTED:
+                mask |= sensor_set_string(&s->last_error, strna(res->error_message), SENSOR_PROP_LAST_ERROR);
+                mask |= sensor_set_state(s, SENSOR_FAILED);
+                log_warning("Sensor '%s' rejected: %s (parked; remove and register it again once fixed).", s->id,
+                            strna(res->error_message));
+                (void) sensor_save(d, s);
+                notify(d, s, SENSOR_EVENT_CHANGED, mask);
+                break;
+        default:
+                notify(d, s, SENSOR_EVENT_CHANGED, mask);
+                sensor_retry_later(d, s, res->retry_after, strna(res->error_message));
+                break;
+        }
+        s->client = dps_client_free(c);
+        dispatch(d);
+}
+
+int downstream_set_gateway(Downstream *d, const char *gateway_device_id) {
+        if (streq_ptr(d->gateway_id, gateway_device_id))
+                return 0;
+        char *dup = gateway_device_id ? strdup(gateway_device_id) : NULL;
+        if (gateway_device_id && !dup)
+                return -ENOMEM;
+        free(d->gateway_id);
+        d->gateway_id = dup;
+        dispatch(d);
+        return 0;
+}
+
+static int downstream_load(Downstream *d) {
+        DIR *dir = opendir(d->dir);
+        struct dirent *de;
+        unsigned n = 0, bad = 0;
+        int r;
+
+        if (!dir)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(dir))) {
+                size_t l = strlen(de->d_name);
+                _cleanup_free_ char *path = NULL, *text = NULL;
+                Sensor tmp = {};
+                size_t len = 0;
+
+                if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".json"))
+                        continue;
+                if (asprintf(&path, "%s/%s", d->dir, de->d_name) < 0) {
+                        closedir(dir);
+                        return -ENOMEM;
+                }
+                if (read_file_full(path, SENSOR_RECORD_MAX, &text, &len) < 0 ||
+                    sensor_record_parse(text, len, &tmp) < 0 || strncmp(de->d_name, tmp.id, l - 5) != 0 ||
+                    strlen(tmp.id) != l - 5 || downstream_find(d, tmp.id)) {
+                        _cleanup_free_ char *to = NULL;
+                        sensor_done(&tmp);
+                        if (asprintf(&to, "%s.corrupt", path) >= 0)
+                                (void) rename(path, to);
+                        log_warning("Sensor record '%s' is not readable; kept as %s.corrupt.", path, de->d_name);
+                        bad++;
+                        continue;
+                }
+                Sensor *s = malloc(sizeof(*s));
+                if (!s) {
+                        sensor_done(&tmp);
+                        closedir(dir);
+                        return -ENOMEM;
+                }
+                *s = tmp;
+                r = registry_insert(d, s);
+                if (r < 0) {
+                        sensor_done(s);
+                        free(s);
+                        closedir(dir);
+                        return r;
+                }
+                if (s->state == SENSOR_PENDING)
+                        queue_push(d, s);
+                n++;
+        }
+        closedir(dir);
+        log_info("Loaded %u sensor record(s) from %s%s.", n, d->dir, bad ? " (some were unreadable)" : "");
+        return 0;
+}
+
+int downstream_start(Downstream *d) {
+        int r;
+
+        if (d->config->downstream_group_key_file) {
+                Config c = *d->config;  /* shallow: conf_read_key only reads */
+                _cleanup_free_ char *error = NULL;
+                c.key_file = c.downstream_group_key_file;
+                r = conf_read_key(&c, &d->group_key_b64, &error);
+                if (r < 0)
+                        return log_error_errno(r, "downstream.group_key_file: %s", strna(error));
+        }
+        /* the state directory first: mkdir_p() would create it 0755 as a parent */
+        r = mkdir_p(d->config->state_directory ?: EDGEPROV_DEFAULT_STATE_DIR, 0700);
+        if (r >= 0)
+                r = mkdir_p(d->dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create '%s': %m", d->dir);
+        r = downstream_load(d);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the sensor records in '%s': %m", d->dir);
+        dispatch(d);
+        return 0;
+}
+
+int downstream_add(Downstream *d, const char *input_id, const char *options_json, Sensor **ret,
+                   const char **reterr) {
+        _cleanup_free_ char *id = NULL;
+        const char *protocol = NULL;
+        struct json_object *o = NULL;
+        int r;
+
+        r = sensor_id_normalize(input_id, &id, &protocol, reterr);
+        if (r < 0)
+                return r;
+        Sensor *s = downstream_find(d, id);
+        if (s) {
+                if (ret)
+                        *ret = s;
+                return 0;
+        }
+        if (!d->group_key_b64)
+                return -EOPNOTSUPP;
+        if (options_json) {
+                if (json_parse_limited(options_json, strlen(options_json), 16 * 1024, 2, &o) < 0 ||
+                    !json_object_is_type(o, json_type_object)) {
+                        json_object_put(o);
+                        if (reterr)
+                                *reterr = "options must be a flat JSON object of at most 16 KiB";
+                        return -EINVAL;
+                }
+                json_object_put(o);
+        }
+        if (d->n_sensors >= DOWNSTREAM_SENSORS_MAX)
+                return -E2BIG;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->id = TAKE_PTR(id);
+        s->state = SENSOR_PENDING;
+        if ((protocol && !(s->protocol = strdup(protocol))) || (options_json && !(s->options_json = strdup(options_json)))) {
+                sensor_done(s);
+                free(s);
+                return -ENOMEM;
+        }
+        r = sensor_save(d, s);          /* the intent is on disk before we say yes */
+        if (r >= 0)
+                r = registry_insert(d, s);
+        if (r < 0) {
+                sensor_done(s);
+                free(s);
+                return r;
+        }
+        notify(d, s, SENSOR_EVENT_ADDED, 0);
+        queue_push(d, s);
+        dispatch(d);
+        if (ret)
+                *ret = s;
+        return 0;
+}
+
+int downstream_remove(Downstream *d, const char *id) {
+        _cleanup_free_ char *path = NULL;
+        size_t i = lower_bound(d, id);
+        int r;
+
+        if (i >= d->n_sensors || !streq(d->sensors[i]->id, id))
+                return -ENOENT;
+        Sensor *s = d->sensors[i];
+        r = sensor_path(d, id, &path);
+        if (r < 0)
+                return r;
+        if (unlink(path) < 0 && errno != ENOENT)
+                return -errno;
+        int dfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                (void) fsync(dfd);      /* the removal survives a power loss */
+                close(dfd);
+        }
+        if (s->client)
+                d->in_flight--;
+        queue_unlink(d, s);
+        memmove(d->sensors + i, d->sensors + i + 1, (d->n_sensors - i - 1) * sizeof(Sensor *));
+        d->n_sensors--;
+        notify(d, s, SENSOR_EVENT_REMOVED, 0);
+        sensor_done(s);
+        free(s);
+        dispatch(d);
+        return 0;
+}
