@@ -17,3 +17,9 @@ int json_parse_limited(const void *buf, size_t len, size_t max_len, int max_dept
 const char *json_get_string(struct json_object *o, const char *key);
 /* Duplicates a string member; -EINVAL when present but not a string, 0 with *ret=NULL when absent. */
 int json_dup_string(struct json_object *o, const char *key, char **ret);
+
+/* Adds v to o under key, taking ownership of v (it is released on failure).  A NULL v
+ * (a failed json_object_new_*) gives -ENOMEM, so calls can be chained without checks. */
+int json_add(struct json_object *o, const char *key, struct json_object *v);
+/* Adds a string member; a NULL value adds nothing. */
+int json_add_string(struct json_object *o, const char *key, const char *value);

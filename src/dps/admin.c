@@ -14,20 +14,6 @@
 #include "edgeprov/json-util.h"
 #include "edgeprov/macro.h"
 
-static int put(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static int put_string(struct json_object *o, const char *key, const char *v) {
-        return v ? put(o, key, json_object_new_string(v)) : 0;
-}
-
 static void format_usec(uint64_t usec, char buf[static 32]) {
         time_t t = (time_t) (usec / 1000000);
         struct tm tm;
@@ -43,20 +29,20 @@ static struct json_object *record_json(const DpsRecord *r) {
                 return NULL;
         format_usec(r->created_usec, c);
         format_usec(r->updated_usec, u);
-        if (put_string(o, "registrationId", r->registration_id) < 0 || put_string(o, "deviceId", r->device_id) < 0 ||
-            put_string(o, "assignedHub", r->assigned_hub) < 0 || put_string(o, "initialHub", r->initial_hub) < 0 ||
-            put_string(o, "enrollmentGroupId", r->enrollment_group_id) < 0 || put_string(o, "status", r->status) < 0 ||
-            put_string(o, "substatus", r->substatus) < 0 || put_string(o, "etag", r->etag) < 0 ||
-            put_string(o, "errorMessage", r->error_message) < 0 || put_string(o, "createdDateTimeUtc", c) < 0 ||
-            put_string(o, "lastUpdatedDateTimeUtc", u) < 0)
+        if (json_add_string(o, "registrationId", r->registration_id) < 0 || json_add_string(o, "deviceId", r->device_id) < 0 ||
+            json_add_string(o, "assignedHub", r->assigned_hub) < 0 || json_add_string(o, "initialHub", r->initial_hub) < 0 ||
+            json_add_string(o, "enrollmentGroupId", r->enrollment_group_id) < 0 || json_add_string(o, "status", r->status) < 0 ||
+            json_add_string(o, "substatus", r->substatus) < 0 || json_add_string(o, "etag", r->etag) < 0 ||
+            json_add_string(o, "errorMessage", r->error_message) < 0 || json_add_string(o, "createdDateTimeUtc", c) < 0 ||
+            json_add_string(o, "lastUpdatedDateTimeUtc", u) < 0)
                 return NULL;
-        if (r->error_code != 0 && put(o, "errorCode", json_object_new_int64(r->error_code)) < 0)
+        if (r->error_code != 0 && json_add(o, "errorCode", json_object_new_int64(r->error_code)) < 0)
                 return NULL;
         if (r->initial_twin) {
                 struct json_object *t = NULL;
                 if (json_parse_limited(r->initial_twin, strlen(r->initial_twin), DPS_BODY_MAX, DPS_JSON_MAX_DEPTH, &t) >=
                             0 &&
-                    put(o, "initialTwin", t) < 0)
+                    json_add(o, "initialTwin", t) < 0)
                         return NULL;
         }
         return TAKE_PTR(o);
@@ -106,7 +92,7 @@ static int run_command(DpsService *s, const char *name, struct json_object *cmd,
 
         if (streq(name, "listHubs")) {
                 struct json_object *a = json_object_new_array();
-                if (put(data, "linkedHubs", a) < 0)
+                if (json_add(data, "linkedHubs", a) < 0)
                         return -ENOMEM;
                 for (size_t i = 0; d && i < d->n_hubs; i++) {
                         struct json_object *h = json_object_new_object();
@@ -114,16 +100,16 @@ static int run_command(DpsService *s, const char *name, struct json_object *cmd,
                                 json_object_put(h);
                                 return -ENOMEM;
                         }
-                        if (put_string(h, "name", d->hubs[i].name) < 0 ||
-                            put(h, "allocationWeight", json_object_new_int((int) d->hubs[i].allocation_weight)) < 0 ||
-                            put(h, "applyAllocationPolicy",
+                        if (json_add_string(h, "name", d->hubs[i].name) < 0 ||
+                            json_add(h, "allocationWeight", json_object_new_int((int) d->hubs[i].allocation_weight)) < 0 ||
+                            json_add(h, "applyAllocationPolicy",
                                 json_object_new_boolean(d->hubs[i].apply_allocation_policy)) < 0)
                                 return -ENOMEM;
                 }
         } else if (streq(name, "listEnrollments") || streq(name, "listEnrollmentGroups")) {
                 bool groups = streq(name, "listEnrollmentGroups");
                 struct json_object *a = json_object_new_array();
-                if (put(data, groups ? "enrollmentGroups" : "individualEnrollments", a) < 0)
+                if (json_add(data, groups ? "enrollmentGroups" : "individualEnrollments", a) < 0)
                         return -ENOMEM;
                 size_t n = !d ? 0 : groups ? d->n_groups : d->n_individual;
                 for (size_t i = 0; i < n; i++) {
@@ -143,11 +129,11 @@ static int run_command(DpsService *s, const char *name, struct json_object *cmd,
                         error = group ? "Invalid/missing enrollmentGroupId" : "Invalid/missing registrationId";
                 else if (!e)
                         error = "Not found";
-                else if (put(data, group ? "enrollmentGroup" : "enrollment", enrollment_json(e)) < 0)
+                else if (json_add(data, group ? "enrollmentGroup" : "enrollment", enrollment_json(e)) < 0)
                         return -ENOMEM;
         } else if (streq(name, "listRegistrations")) {
                 struct json_object *a = json_object_new_array();
-                if (put(data, "registrations", a) < 0)
+                if (json_add(data, "registrations", a) < 0)
                         return -ENOMEM;
                 if (!st)
                         error = "No registration database";
@@ -176,15 +162,15 @@ static int run_command(DpsService *s, const char *name, struct json_object *cmd,
                                 error = "Not found";
                         else if (r < 0)
                                 error = "Internal error";
-                        else if (put(data, "registration", record_json(&rec)) < 0)
+                        else if (json_add(data, "registration", record_json(&rec)) < 0)
                                 return -ENOMEM;
                 }
         } else
                 error = "Unknown command";
 
         if (error)
-                return put_string(resp, "error", error);
-        return put(resp, "data", TAKE_PTR(data));
+                return json_add_string(resp, "error", error);
+        return json_add(resp, "data", TAKE_PTR(data));
 }
 
 int dps_admin_handle(DpsService *s, const void *payload, size_t len, char **ret_json, size_t *ret_len) {
@@ -192,7 +178,7 @@ int dps_admin_handle(DpsService *s, const void *payload, size_t len, char **ret_
         struct json_object *cmds = NULL, *responses = json_object_new_array();
         int r;
 
-        if (!out || put(out, "responses", responses) < 0)
+        if (!out || json_add(out, "responses", responses) < 0)
                 return -ENOMEM;
 
         r = json_parse_limited(payload, len, DPS_BODY_MAX, DPS_JSON_MAX_DEPTH, &req);
@@ -206,8 +192,8 @@ int dps_admin_handle(DpsService *s, const void *payload, size_t len, char **ret_
                         json_object_put(e);
                         return -ENOMEM;
                 }
-                if (put_string(e, "command", "Unknown") < 0 ||
-                    put_string(e, "error", r == -E2BIG ? "Payload too large"
+                if (json_add_string(e, "command", "Unknown") < 0 ||
+                    json_add_string(e, "error", r == -E2BIG ? "Payload too large"
                                                        : "Invalid request: expected {\"commands\":[...]} with at most "
                                                          "100 commands") < 0)
                         return -ENOMEM;
@@ -223,13 +209,13 @@ int dps_admin_handle(DpsService *s, const void *payload, size_t len, char **ret_
                         if (json_object_is_type(cmd, json_type_object) &&
                             json_object_object_get_ex(cmd, "command", &v) && json_object_is_type(v, json_type_string))
                                 name = json_object_get_string(v);
-                        if (put_string(resp, "command", name ?: "Unknown") < 0)
+                        if (json_add_string(resp, "command", name ?: "Unknown") < 0)
                                 return -ENOMEM;
                         if (json_object_is_type(cmd, json_type_object) &&
                             json_object_object_get_ex(cmd, "correlationData", &corr) &&
-                            put(resp, "correlationData", json_object_get(corr)) < 0)
+                            json_add(resp, "correlationData", json_object_get(corr)) < 0)
                                 return -ENOMEM;
-                        r = name ? run_command(s, name, cmd, resp) : put_string(resp, "error", "Unknown command");
+                        r = name ? run_command(s, name, cmd, resp) : json_add_string(resp, "error", "Unknown command");
                         if (r < 0)
                                 return r;
                 }

@@ -209,20 +209,6 @@ static char *memdup_suffix0(const void *p, size_t l) {
         return d;
 }
 
-static int json_add(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static int json_add_string(struct json_object *o, const char *key, const char *value) {
-        return json_add(o, key, json_object_new_string(value));
-}
-
 static int json_to_string(struct json_object *o, char **ret, size_t *ret_len) {
         size_t l = 0;
         const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,

@@ -191,16 +191,6 @@ static int generate_key(char **ret) {
         return r;
 }
 
-static int json_put(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 static void timestamp_now(char buf[static 32]) {
         struct timespec ts;
         struct tm tm;
@@ -501,23 +491,23 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                                           *caps = json_object_new_object();
         if (!e || !att || !sk || !caps)
                 return err_msg("Out of memory.");
-        if (json_put(e, group ? "enrollmentGroupId" : "registrationId", json_object_new_string(id)) < 0 ||
-            (device_id && json_put(e, "deviceId", json_object_new_string(device_id)) < 0) ||
-            json_put(e, "provisioningStatus", json_object_new_string(disabled ? "disabled" : "enabled")) < 0 ||
-            (tpm_ek ? json_put(sk, "endorsementKey", json_object_new_string(tpm_ek)) < 0 ||
-                              json_put(att, "type", json_object_new_string("tpm")) < 0 ||
-                              json_put(att, "tpm", TAKE_PTR(sk)) < 0
-                    : json_put(sk, "primaryKey", json_object_new_string(primary)) < 0 ||
-                              (secondary && json_put(sk, "secondaryKey", json_object_new_string(secondary)) < 0) ||
-                              json_put(att, "type", json_object_new_string("symmetricKey")) < 0 ||
-                              json_put(att, "symmetricKey", TAKE_PTR(sk)) < 0) ||
-            json_put(e, "attestation", TAKE_PTR(att)) < 0 ||
-            json_put(caps, "iotEdge", json_object_new_boolean(edge)) < 0 ||
-            json_put(e, "capabilities", TAKE_PTR(caps)) < 0)
+        if (json_add(e, group ? "enrollmentGroupId" : "registrationId", json_object_new_string(id)) < 0 ||
+            (device_id && json_add(e, "deviceId", json_object_new_string(device_id)) < 0) ||
+            json_add(e, "provisioningStatus", json_object_new_string(disabled ? "disabled" : "enabled")) < 0 ||
+            (tpm_ek ? json_add(sk, "endorsementKey", json_object_new_string(tpm_ek)) < 0 ||
+                              json_add(att, "type", json_object_new_string("tpm")) < 0 ||
+                              json_add(att, "tpm", TAKE_PTR(sk)) < 0
+                    : json_add(sk, "primaryKey", json_object_new_string(primary)) < 0 ||
+                              (secondary && json_add(sk, "secondaryKey", json_object_new_string(secondary)) < 0) ||
+                              json_add(att, "type", json_object_new_string("symmetricKey")) < 0 ||
+                              json_add(att, "symmetricKey", TAKE_PTR(sk)) < 0) ||
+            json_add(e, "attestation", TAKE_PTR(att)) < 0 ||
+            json_add(caps, "iotEdge", json_object_new_boolean(edge)) < 0 ||
+            json_add(e, "capabilities", TAKE_PTR(caps)) < 0)
                 return err_msg("Out of memory.");
         if (n_hubs > 0) {
                 struct json_object *a = json_object_new_array();
-                if (json_put(e, "iotHubs", a) < 0)
+                if (json_add(e, "iotHubs", a) < 0)
                         return err_msg("Out of memory.");
                 for (size_t i = 0; i < n_hubs; i++)
                         if (json_object_array_add(a, json_object_new_string(hubs[i])) < 0)
@@ -525,15 +515,15 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
         }
         if (reprovision) {
                 struct json_object *rp = json_object_new_object();
-                if (json_put(e, "reprovisionPolicy", rp) < 0 ||
-                    json_put(rp, "updateHubAssignment", json_object_new_boolean(!streq(reprovision, "never"))) < 0 ||
-                    json_put(rp, "migrateDeviceData", json_object_new_boolean(streq(reprovision, "migrate"))) < 0)
+                if (json_add(e, "reprovisionPolicy", rp) < 0 ||
+                    json_add(rp, "updateHubAssignment", json_object_new_boolean(!streq(reprovision, "never"))) < 0 ||
+                    json_add(rp, "migrateDeviceData", json_object_new_boolean(streq(reprovision, "migrate"))) < 0)
                         return err_msg("Out of memory.");
         }
-        if (twin && json_put(e, "initialTwin", TAKE_PTR(twin)) < 0)
+        if (twin && json_add(e, "initialTwin", TAKE_PTR(twin)) < 0)
                 return err_msg("Out of memory.");
-        if (json_put(e, "createdDateTimeUtc", json_object_new_string(now)) < 0 ||
-            json_put(e, "lastUpdatedDateTimeUtc", json_object_new_string(now)) < 0)
+        if (json_add(e, "createdDateTimeUtc", json_object_new_string(now)) < 0 ||
+            json_add(e, "lastUpdatedDateTimeUtc", json_object_new_string(now)) < 0)
                 return err_msg("Out of memory.");
 
         r = group ? dps_data_add_group(d, TAKE_PTR(e), &msg) : dps_data_add_individual(d, TAKE_PTR(e), &msg);
@@ -712,15 +702,15 @@ static struct json_object *record_to_json(const DpsRecord *r) {
                 { "lastUpdatedDateTimeUtc", format_usec(r->updated_usec, u) },
         };
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
-                if (fields[i].value && json_put(o, fields[i].key, json_object_new_string(fields[i].value)) < 0)
+                if (fields[i].value && json_add(o, fields[i].key, json_object_new_string(fields[i].value)) < 0)
                         goto fail;
-        if (r->error_code != 0 && json_put(o, "errorCode", json_object_new_int64(r->error_code)) < 0)
+        if (r->error_code != 0 && json_add(o, "errorCode", json_object_new_int64(r->error_code)) < 0)
                 goto fail;
         if (r->initial_twin) {
                 struct json_object *t = NULL;
                 if (json_parse_limited(r->initial_twin, strlen(r->initial_twin), DPS_BODY_MAX, DPS_JSON_MAX_DEPTH,
                                        &t) >= 0 &&
-                    json_put(o, "initialTwin", t) < 0)
+                    json_add(o, "initialTwin", t) < 0)
                         goto fail;
         }
         return o;
@@ -803,7 +793,7 @@ static int admin_command(struct json_object *cmd, struct json_object **ret) {
         AdminCall a = {};
         int r;
 
-        if (!req || json_put(req, "commands", arr) < 0 || json_object_array_add(arr, cmd) < 0)
+        if (!req || json_add(req, "commands", arr) < 0 || json_object_array_add(arr, cmd) < 0)
                 return err_msg("Out of memory.");
         a.request = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
 
@@ -890,8 +880,8 @@ static int registration_via_admin_api(const char *action, const char *id) {
                                                    : "deleteRegistration";
         int r;
 
-        if (!cmd || json_put(cmd, "command", json_object_new_string(name)) < 0 ||
-            (id && json_put(cmd, "registrationId", json_object_new_string(id)) < 0)) {
+        if (!cmd || json_add(cmd, "command", json_object_new_string(name)) < 0 ||
+            (id && json_add(cmd, "registrationId", json_object_new_string(id)) < 0)) {
                 json_object_put(cmd);
                 return err_msg("Out of memory.");
         }

@@ -264,17 +264,6 @@ int dps_register_request_parse(const void *body, size_t len, DpsRegisterRequest 
         return 0;
 }
 
-static int add_string(struct json_object *o, const char *key, const char *value) {
-        struct json_object *v = json_object_new_string(value);
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 int dps_register_request_format(const char *registration_id, const char *payload_json, const char *tpm_ek,
                                 const char *tpm_srk, char **ret) {
         _cleanup_json_ struct json_object *o = NULL, *payload = NULL, *tpm = NULL;
@@ -288,7 +277,7 @@ int dps_register_request_format(const char *registration_id, const char *payload
                 return -ENOMEM;
 
         if (registration_id) {
-                r = add_string(o, "registrationId", registration_id);
+                r = json_add_string(o, "registrationId", registration_id);
                 if (r < 0)
                         return r;
         }
@@ -308,11 +297,11 @@ int dps_register_request_format(const char *registration_id, const char *payload
                 tpm = json_object_new_object();
                 if (!tpm)
                         return -ENOMEM;
-                r = add_string(tpm, "endorsementKey", tpm_ek);
+                r = json_add_string(tpm, "endorsementKey", tpm_ek);
                 if (r < 0)
                         return r;
                 if (tpm_srk) {
-                        r = add_string(tpm, "storageRootKey", tpm_srk);
+                        r = json_add_string(tpm, "storageRootKey", tpm_srk);
                         if (r < 0)
                                 return r;
                 }

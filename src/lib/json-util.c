@@ -88,3 +88,17 @@ int json_dup_string(struct json_object *o, const char *key, char **ret) {
         *ret = d;
         return 0;
 }
+
+int json_add(struct json_object *o, const char *key, struct json_object *v) {
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int json_add_string(struct json_object *o, const char *key, const char *value) {
+        return value ? json_add(o, key, json_object_new_string(value)) : 0;
+}
