@@ -66,9 +66,11 @@ cp "$WORK/broker/mosquitto.log" "$WORK/broker-at-kill.log"
 LOG_TARGET=console "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --bus-address="$BUS_ADDRESS" > "$WORK/agent2.log" 2>&1 &
 AGENT_PID=$!
 ep_track "$AGENT_PID"
-wait_for 10 log_has "$WORK/agent2.log" "Loaded $SUBMITTED sensor record(s)" || fail "the restarted daemon did not load every record"
+wait_for 30 log_has "$WORK/agent2.log" "Loaded $SUBMITTED sensor record(s)" || fail "the restarted daemon did not load every record"
 # the operator repeats the bulk registration: idempotent for what is known
-wait_for 10 busctl --address="$BUS_ADDRESS" status io.edgeprov.Gateway1 || fail "restarted daemon not on the bus"
+wait_for 30 busctl --address="$BUS_ADDRESS" get-property io.edgeprov.Gateway1 /io/edgeprov/Gateway1 \
+        io.edgeprov.Gateway1 State ||
+        fail "restarted daemon not on the bus: $(busctl --address="$BUS_ADDRESS" list --no-pager 2>&1 | head -n 20)"
 "$EDGEPROVCTL" --bus-address="$BUS_ADDRESS" register --file "$WORK/sensors.csv" > "$WORK/submit2.out" ||
         fail "register --file after the restart: $(cat "$WORK/submit2.out")"
 grep -q "^$N sensor(s) submitted, 0 refused" "$WORK/submit2.out" || fail "submit: $(cat "$WORK/submit2.out")"
