@@ -199,12 +199,16 @@ static bool manager_tpm_on_result(Manager *m, DpsClient *c, const DpsResult *res
         }
         r = tpm_attestation_activate(m->tpm, challenge);
         if (r < 0) {
+                /* also LastError on D-Bus, where there is no "above": name the cause */
+                char msg[160];
+                snprintf(msg, sizeof(msg), "%s: %s (see the log)",
+                         r == -EBADMSG ? "the TPM refused the service's authenticationKey"
+                                       : "the TPM could not activate the authenticationKey",
+                         strerror(-r));
                 DpsResult fail = { .outcome = r == -EBADMSG ? DPS_OUTCOME_REJECTED : DPS_OUTCOME_TRANSIENT,
                                    .status = 401,
                                    .retry_after = -1,
-                                   .error_message = r == -EBADMSG
-                                           ? "the TPM refused the service's authenticationKey (see the TPM error above)"
-                                           : "the TPM could not activate the authenticationKey (see above)" };
+                                   .error_message = msg };
                 manager_handle_result(m, &fail);
                 return true;
         }
@@ -508,6 +512,10 @@ int manager_reprovision(Manager *m, const char *reason) {
                    "Provisioning again on request (%s).", isempty(reason) ? "operator-request" : reason);
         m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
         backoff_reset(&m->backoff);
+        if (m->tpm) {
+                m->start_usec = monotonic_usec(); /* "start to assigned" counts from the request */
+                (void) tpm_attestation_take_tpm_usec(m->tpm);
+        }
         int r = manager_provision(m);
         return r < 0 && m->state == MANAGER_RETRYING ? 0 : r;
 }

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
+#include <time.h>
 
 #include "edgeprov/log.h"
+#include "lib/log-internal.h"
 
 static const char *log_ident = "edgeprov";
 static LogTarget log_target = LOG_TARGET_AUTO;
@@ -199,6 +202,117 @@ static void emit(int level, int error, const char *file, int line, const char *f
         }
 }
 
+/* Rate limit of repeated identical messages (see log-internal.h): a small fixed table, no
+ * allocation, CLOCK_MONOTONIC unless a test replaced the clock. */
+typedef struct RateSlot {
+        bool used;
+        int level;
+        const char *file;
+        int line;
+        const char *func;
+        uint64_t hash;
+        uint64_t window_start;
+        unsigned count;
+        unsigned suppressed;
+        char text[LOG_RATELIMIT_TEXT_MAX];
+} RateSlot;
+
+static RateSlot rate_slots[LOG_RATELIMIT_SLOTS];
+static LogClock rate_clock = NULL;
+
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+                return 0;
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+static uint64_t text_hash(const char *s) {
+        uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+        for (; *s; s++) {
+                h ^= (unsigned char) *s;
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+static void rate_slot_release(RateSlot *slot) {
+        if (slot->used && slot->suppressed > 0) {
+                char msg[LOG_RATELIMIT_TEXT_MAX + 64];
+
+                (void) snprintf(msg, sizeof(msg), "Suppressed %u similar message%s: %s", slot->suppressed,
+                                slot->suppressed == 1 ? "" : "s", slot->text);
+                emit(slot->level, 0, slot->file, slot->line, slot->func, NULL, msg);
+        }
+        *slot = (RateSlot) {};
+}
+
+void log_ratelimit_reset(void) {
+        for (size_t i = 0; i < ELEMENTSOF(rate_slots); i++)
+                rate_slots[i] = (RateSlot) {};
+}
+
+void log_ratelimit_flush(void) {
+        for (size_t i = 0; i < ELEMENTSOF(rate_slots); i++)
+                rate_slot_release(&rate_slots[i]);
+}
+
+void log_test_set_clock(LogClock clock) {
+        rate_clock = clock;
+        log_ratelimit_reset();
+}
+
+/* Returns true if the message may be emitted now.  Emits the summaries of windows that ended. */
+static bool ratelimit_pass(int level, const char *file, int line, const char *func, const char *message) {
+        uint64_t now = rate_clock ? rate_clock() : monotonic_usec();
+        uint64_t h = text_hash(message);
+        RateSlot *free_slot = NULL, *oldest = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(rate_slots); i++) {
+                RateSlot *s = &rate_slots[i];
+                if (s->used && now - s->window_start >= LOG_RATELIMIT_INTERVAL_USEC)
+                        rate_slot_release(s);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(rate_slots); i++) {
+                RateSlot *s = &rate_slots[i];
+                if (!s->used) {
+                        if (!free_slot)
+                                free_slot = s;
+                        continue;
+                }
+                if (s->level == level && s->line == line && s->hash == h && streq(s->file, file)) {
+                        if (s->count < LOG_RATELIMIT_BURST) {
+                                s->count++;
+                                return true;
+                        }
+                        if (s->suppressed < UINT_MAX)
+                                s->suppressed++;
+                        return false;
+                }
+                if (!oldest || s->window_start < oldest->window_start)
+                        oldest = s;
+        }
+        if (!free_slot) {
+                rate_slot_release(oldest);
+                free_slot = oldest;
+        }
+        *free_slot = (RateSlot) {
+                .used = true,
+                .level = level,
+                .file = file,
+                .line = line,
+                .func = func,
+                .hash = h,
+                .window_start = now,
+                .count = 1,
+        };
+        size_t len = strnlen(message, sizeof(free_slot->text) - 1);
+        memcpy(free_slot->text, message, len);
+        free_slot->text[len] = 0;
+        return true;
+}
+
 static int log_dispatch(int level, int error, const char *file, int line, const char *func,
                         const char *const *fields, const char *format, va_list ap) {
         char message[2048];
@@ -207,6 +321,8 @@ static int log_dispatch(int level, int error, const char *file, int line, const 
         if (level > log_max_level)
                 return -error;
         format_message(message, sizeof(message), error, format, ap);
+        if (level < LOG_DEBUG && !ratelimit_pass(level, file, line, func, message))
+                return -error;
         emit(level, error, file, line, func, fields, message);
         return -error;
 }
