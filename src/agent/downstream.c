@@ -18,6 +18,7 @@
 #include "edgeprov/json-util.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/messages.h"
 #include "edgeprov/sas.h"
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
@@ -531,15 +532,28 @@ static void on_result(DpsClient *c, const DpsResult *res, void *userdata) {
                 mask |= sensor_set_string(&s->last_error, NULL, SENSOR_PROP_LAST_ERROR);
                 mask |= sensor_set_provisioned_at(s, t.provisioned_at);
                 mask |= sensor_set_state(s, SENSOR_ASSIGNED);
-                log_info("Sensor '%s' assigned to hub '%s' as '%s'.", s->id, s->assigned_hub, s->device_id);
+                {
+                        char f_reg[192], f_hub[320], f_dev[192];
+                        snprintf(f_reg, sizeof(f_reg), "REGISTRATION_ID=%s", s->id);
+                        snprintf(f_hub, sizeof(f_hub), "HUB=%s", strempty(s->assigned_hub));
+                        snprintf(f_dev, sizeof(f_dev), "DEVICE_ID=%s", strempty(s->device_id));
+                        log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(DOWNSTREAM_ASSIGNED), f_reg, f_hub, f_dev),
+                                   "Sensor '%s' assigned to hub '%s' as '%s'.", s->id, s->assigned_hub, s->device_id);
+                }
                 notify(d, s, SENSOR_EVENT_CHANGED, mask);
                 break;
         }
         case DPS_OUTCOME_REJECTED:
                 mask |= sensor_set_string(&s->last_error, strna(res->error_message), SENSOR_PROP_LAST_ERROR);
                 mask |= sensor_set_state(s, SENSOR_FAILED);
-                log_warning("Sensor '%s' rejected: %s (parked; remove and register it again once fixed).", s->id,
-                            strna(res->error_message));
+                {
+                        char f_reg[192], f_code[48];
+                        snprintf(f_reg, sizeof(f_reg), "REGISTRATION_ID=%s", s->id);
+                        snprintf(f_code, sizeof(f_code), "DPS_ERROR_CODE=%" PRIi64, res->error_code);
+                        log_struct(LOG_WARNING, STRV(EDGEPROV_MESSAGE_ID(DOWNSTREAM_REJECTED), f_reg, f_code),
+                                   "Sensor '%s' rejected: %s (parked; remove and register it again once fixed).",
+                                   s->id, strna(res->error_message));
+                }
                 (void) sensor_save(d, s);
                 notify(d, s, SENSOR_EVENT_CHANGED, mask);
                 break;

@@ -12,6 +12,7 @@
 #include "edgeprov/dps.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/messages.h"
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
 #define DPS_KEEPALIVE 60
@@ -285,8 +286,13 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
                 /* Throttled or service trouble: repeat the same request after retry-after. */
                 if (t->retry_after >= 0 && c->throttled < DPS_MAX_THROTTLED_RETRIES) {
                         c->throttled++;
-                        log_info("Provisioning service answered %u, retrying the same request in %d s.", t->status,
-                                 t->retry_after);
+                        char f_reg[192], f_status[32], f_ra[32];
+                        snprintf(f_reg, sizeof(f_reg), "REGISTRATION_ID=%s", c->registration_id);
+                        snprintf(f_status, sizeof(f_status), "DPS_STATUS=%u", t->status);
+                        snprintf(f_ra, sizeof(f_ra), "RETRY_AFTER=%d", t->retry_after);
+                        log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(THROTTLED), f_reg, f_status, f_ra),
+                                   "Provisioning service answered %u for '%s', retrying the same request in %d s.",
+                                   t->status, c->registration_id, t->retry_after);
                         schedule_next(c, t->retry_after);
                         return;
                 }

@@ -17,6 +17,7 @@
 #include "edgeprov/codec.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/messages.h"
 #include "edgeprov/tpm-blob.h"
 
 struct Tpm {
@@ -64,8 +65,13 @@ static int rc_to_errno(TSS2_RC rc) {
         return -EIO;
 }
 
-#define log_tpm_error(rc, what) \
-        log_error_errno(-rc_to_errno(rc), "TPM: %s failed: %s (0x%x)", (what), Tss2_RC_Decode(rc), (unsigned) (rc))
+#define log_tpm_error(rc, what)                                                                            \
+        ({                                                                                                 \
+                char _f_rc[32];                                                                            \
+                snprintf(_f_rc, sizeof(_f_rc), "TPM_RC=0x%x", (unsigned) (rc));                            \
+                log_struct_errno(LOG_ERR, -rc_to_errno(rc), STRV(EDGEPROV_MESSAGE_ID(TPM_ERROR), _f_rc),   \
+                                 "TPM: %s failed: %s (0x%x)", (what), Tss2_RC_Decode(rc), (unsigned) (rc)); \
+        })
 
 static int tpm_fail(TSS2_RC rc, const char *what) {
         log_tpm_error(rc, what);
