@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <syslog.h>
 
 #include "edgeprov/macro.h"
@@ -56,6 +57,11 @@ int log_struct_internal(int level, int error, const char *file, int line, const 
 #define log_error_errno(e, ...) log_full_errno(LOG_ERR, (e), __VA_ARGS__)
 
 #define log_oom() log_error_errno(ENOMEM, "Out of memory.")
+
+/* Formats one journal field "KEY=value" into buf (value NULL → empty). */
+static inline void log_field(char *buf, size_t size, const char *key, const char *value) {
+        snprintf(buf, size, "%s=%s", key, value ?: "");
+}
 
 /* log_struct(LOG_INFO, STRV("MESSAGE_ID=...", field), "Gateway assigned to %s", hub) */
 #define STRV(...) ((const char *const[]) { __VA_ARGS__, NULL })

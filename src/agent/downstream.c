@@ -534,9 +534,9 @@ static void on_result(DpsClient *c, const DpsResult *res, void *userdata) {
                 mask |= sensor_set_state(s, SENSOR_ASSIGNED);
                 {
                         char f_reg[192], f_hub[320], f_dev[192];
-                        snprintf(f_reg, sizeof(f_reg), "REGISTRATION_ID=%s", s->id);
-                        snprintf(f_hub, sizeof(f_hub), "HUB=%s", strempty(s->assigned_hub));
-                        snprintf(f_dev, sizeof(f_dev), "DEVICE_ID=%s", strempty(s->device_id));
+                        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", s->id);
+                        log_field(f_hub, sizeof(f_hub), "HUB", s->assigned_hub);
+                        log_field(f_dev, sizeof(f_dev), "DEVICE_ID", s->device_id);
                         log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(DOWNSTREAM_ASSIGNED), f_reg, f_hub, f_dev),
                                    "Sensor '%s' assigned to hub '%s' as '%s'.", s->id, s->assigned_hub, s->device_id);
                 }
@@ -548,7 +548,7 @@ static void on_result(DpsClient *c, const DpsResult *res, void *userdata) {
                 mask |= sensor_set_state(s, SENSOR_FAILED);
                 {
                         char f_reg[192], f_code[48];
-                        snprintf(f_reg, sizeof(f_reg), "REGISTRATION_ID=%s", s->id);
+                        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", s->id);
                         snprintf(f_code, sizeof(f_code), "DPS_ERROR_CODE=%" PRIi64, res->error_code);
                         log_struct(LOG_WARNING, STRV(EDGEPROV_MESSAGE_ID(DOWNSTREAM_REJECTED), f_reg, f_code),
                                    "Sensor '%s' rejected: %s (parked; remove and register it again once fixed).",

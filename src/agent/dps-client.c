@@ -287,7 +287,7 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
                 if (t->retry_after >= 0 && c->throttled < DPS_MAX_THROTTLED_RETRIES) {
                         c->throttled++;
                         char f_reg[192], f_status[32], f_ra[32];
-                        snprintf(f_reg, sizeof(f_reg), "REGISTRATION_ID=%s", c->registration_id);
+                        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", c->registration_id);
                         snprintf(f_status, sizeof(f_status), "DPS_STATUS=%u", t->status);
                         snprintf(f_ra, sizeof(f_ra), "RETRY_AFTER=%d", t->retry_after);
                         log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(THROTTLED), f_reg, f_status, f_ra),

@@ -254,16 +254,12 @@ static void manager_schedule_retry(Manager *m, uint64_t delay_usec) {
         manager_notify(m);
 }
 
-static void field(char *buf, size_t size, const char *key, const char *value) {
-        snprintf(buf, size, "%s=%s", key, strempty(value));
-}
-
 static void manager_handle_result(Manager *m, const DpsResult *res) {
         char f_reg[192], f_hub[320], f_dev[192], f_op[320], f_att[32], f_code[48], f_status[32];
         int r;
 
-        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
-        field(f_op, sizeof(f_op), "OPERATION_ID", res->operation_id);
+        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+        log_field(f_op, sizeof(f_op), "OPERATION_ID", res->operation_id);
         snprintf(f_att, sizeof(f_att), "ATTEMPT=%u", m->attempt);
         snprintf(f_code, sizeof(f_code), "DPS_ERROR_CODE=%" PRIi64, res->error_code);
         snprintf(f_status, sizeof(f_status), "DPS_STATUS=%u", res->status);
@@ -315,8 +311,8 @@ static void manager_handle_result(Manager *m, const DpsResult *res) {
                 free(m->last_error);
                 m->last_error = NULL;
                 manager_set_state(m, MANAGER_ASSIGNED);
-                field(f_hub, sizeof(f_hub), "HUB", s.assigned_hub);
-                field(f_dev, sizeof(f_dev), "DEVICE_ID", s.device_id);
+                log_field(f_hub, sizeof(f_hub), "HUB", s.assigned_hub);
+                log_field(f_dev, sizeof(f_dev), "DEVICE_ID", s.device_id);
                 log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(ASSIGNED), f_reg, f_hub, f_dev, f_op, f_att),
                            "Gateway '%s' assigned to hub '%s' as device '%s' (%s).", s.registration_id, s.assigned_hub,
                            s.device_id, strna(s.substatus));
@@ -409,7 +405,7 @@ static int manager_provision(Manager *m) {
                 return log_error_errno(r, "Failed to create the DPS client: %m");
 
         char f_reg[192], f_att[32], f_ep[320];
-        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
         snprintf(f_att, sizeof(f_att), "ATTEMPT=%u", m->attempt);
         snprintf(f_ep, sizeof(f_ep), "DPS_ENDPOINT=%s:%d", m->config.endpoint, m->config.port);
         log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(PROVISIONING_STARTED), f_reg, f_att, f_ep),
@@ -459,9 +455,9 @@ int manager_start(Manager *m) {
                         char f_reg[192], f_hub[320], f_dev[192];
                         m->assignment = s;
                         manager_set_state(m, MANAGER_ASSIGNED);
-                        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", s.registration_id);
-                        field(f_hub, sizeof(f_hub), "HUB", s.assigned_hub);
-                        field(f_dev, sizeof(f_dev), "DEVICE_ID", s.device_id);
+                        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", s.registration_id);
+                        log_field(f_hub, sizeof(f_hub), "HUB", s.assigned_hub);
+                        log_field(f_dev, sizeof(f_dev), "DEVICE_ID", s.device_id);
                         log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(SERVED_FROM_STATE), f_reg, f_hub, f_dev),
                                    "Using the committed assignment: hub '%s', device '%s' (no provisioning needed).",
                                    s.assigned_hub, s.device_id);
@@ -469,7 +465,7 @@ int manager_start(Manager *m) {
                         return 0;
                 }
                 char f_reg[192];
-                field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+                log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
                 log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(REPROVISION), f_reg, "REASON=identity-changed"),
                            "The identity configuration changed since the last assignment (hub '%s'); provisioning again.",
                            s.assigned_hub);
@@ -506,8 +502,8 @@ int manager_reprovision(Manager *m, const char *reason) {
 
         if (m->client)
                 return -EBUSY;
-        field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
-        field(f_reason, sizeof(f_reason), "REASON", isempty(reason) ? "operator-request" : reason);
+        log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
+        log_field(f_reason, sizeof(f_reason), "REASON", isempty(reason) ? "operator-request" : reason);
         log_struct(LOG_NOTICE, STRV(EDGEPROV_MESSAGE_ID(REPROVISION), f_reg, f_reason),
                    "Provisioning again on request (%s).", isempty(reason) ? "operator-request" : reason);
         m->retry_timer = sd_event_source_disable_unref(m->retry_timer);

@@ -74,3 +74,26 @@ tpm_has_persistent() {
         out=$(tpm2_getcap -T "$TPM_TCTI" handles-persistent 2>&1) || ep_log "tpm2_getcap failed: $out"
         grep -qi -- "- $1\$" <<< "$out"
 }
+
+# write_tpm_conf: $WORK/edgeprovd.conf for TPM attestation against $BROKER_PORT
+write_tpm_conf() {
+        cat > "$WORK/edgeprovd.conf" << EOC
+provisioning = {
+        endpoint = "127.0.0.1";
+        port = $BROKER_PORT;
+        id_scope = "$ID_SCOPE";
+        ca_file = "$WORK/pki/ca.pem";
+        attestation = { method = "tpm"; };
+};
+tpm = {
+        tcti = "$TPM_TCTI";
+        ek_ca_file = "$EK_CA_FILE";
+};
+agent = {
+        state_directory = "$WORK/state";
+        retry_initial = 1;
+        retry_max = 2;
+        request_timeout = 10;
+};
+EOC
+}

@@ -12,27 +12,6 @@ swtpm_start
 pki_create "$WORK/pki"
 service_init "$WORK/data.json" hub-a.example.test
 
-write_tpm_conf() {
-        cat > "$WORK/edgeprovd.conf" << EOC
-provisioning = {
-        endpoint = "127.0.0.1";
-        port = $BROKER_PORT;
-        id_scope = "$ID_SCOPE";
-        ca_file = "$WORK/pki/ca.pem";
-        attestation = { method = "tpm"; };
-};
-tpm = {
-        tcti = "$TPM_TCTI";
-        ek_ca_file = "$EK_CA_FILE";
-};
-agent = {
-        state_directory = "$WORK/state";
-        retry_initial = 1;
-        retry_max = 2;
-        request_timeout = 10;
-};
-EOC
-}
 BROKER_PORT=1 write_tpm_conf
 "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --check-config > /dev/null || fail "--check-config rejected the TPM config"
 ident=$("$EDGEPROVD" --config "$WORK/edgeprovd.conf" --print-tpm-identity 2> "$WORK/ident.log") ||

@@ -29,32 +29,14 @@ swtpm_manufacture
 swtpm_start
 pki_create "$WORK/pki"
 service_init "$WORK/data.json" hub-a.example.test
-cat > "$WORK/edgeprovd.conf" << EOC
-provisioning = {
-        endpoint = "127.0.0.1";
-        port = 1;
-        id_scope = "$ID_SCOPE";
-        ca_file = "$WORK/pki/ca.pem";
-        attestation = { method = "tpm"; };
-};
-tpm = {
-        tcti = "$TPM_TCTI";
-        ek_ca_file = "$EK_CA_FILE";
-};
-agent = {
-        state_directory = "$WORK/state";
-        retry_initial = 1;
-        retry_max = 2;
-        request_timeout = 10;
-};
-EOC
+BROKER_PORT=1 write_tpm_conf
 ident=$("$EDGEPROVD" --config "$WORK/edgeprovd.conf" --print-tpm-identity 2> "$WORK/ident.log") ||
         fail "--print-tpm-identity: $(cat "$WORK/ident.log")"
 REGID=$(sed -n 's/^registrationId: //p' <<< "$ident")
 EK=$(sed -n 's/^endorsementKey: //p' <<< "$ident")
 "$DPSCTL" --data "$WORK/data.json" enrollment add "$REGID" --tpm-ek "$EK" --device-id gw-tpm > /dev/null
 start_broker "$WORK/data.json"
-sed -i "s/port = 1;/port = $BROKER_PORT;/" "$WORK/edgeprovd.conf"
+write_tpm_conf
 state=$WORK/state/state.json
 BLOG=$WORK/broker/mosquitto.log
 
