@@ -6,6 +6,7 @@ EDGEPROV_BUILD_DEPS=(
         build-essential autoconf automake libtool pkg-config
         libsystemd-dev libtss2-dev libssl-dev libmosquitto-dev mosquitto-dev
         libjson-c-dev libconfig-dev libcmocka-dev libsqlite3-dev
+        libcurl4-openssl-dev libmicrohttpd-dev
         systemd groff-base man-db
 )
 # scripts/package-test only: Debian package build and lint (tests/packaging/ in make check need
@@ -18,6 +19,8 @@ EDGEPROV_RUN_DEPS=(
         dbus-daemon util-linux
         # TPM attestation (issue 4): the TCTIs are dlopen()ed, so not found by shlibdeps
         swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 libtss2-tcti-device0 xxd
+        # X.509 keys held in the TPM (issue 6): the OpenSSL provider is loaded at run time
+        tpm2-openssl
 )
 # The tests run the official Azure IoT Node.js provisioning SDK (tests/node/, npm ci).  Debian's
 # nodejs + npm only when missing: a nodesource nodejs already brings its own npm.
