@@ -21,6 +21,13 @@ EDGEPROV_RUN_DEPS=(
         swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 libtss2-tcti-device0 xxd
         # X.509 keys held in the TPM (issue 6): the OpenSSL provider is loaded at run time
         tpm2-openssl
+        # reliability (issue 8): record checks in the kill tests (jq), the valgrind pass
+        jq valgrind
+        # the HTTPS front's tests (issue 9) send hand-made requests
+        curl
+        # the local service's tests (issue 3): the allocation webhook and probe listeners are
+        # python3 scripts, the records are checked with sqlite3, geoLatency runs in a netns (ip)
+        python3 sqlite3 iproute2
 )
 # The tests run the official Azure IoT Node.js provisioning SDK (tests/node/, npm ci).  Debian's
 # nodejs + npm only when missing: a nodesource nodejs already brings its own npm.

@@ -31,7 +31,7 @@ static uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000U + (uint64_t) ts.tv_nsec / 1000U;
 }
 
-static int read_auth(const Config *c, const char *name, char **ret) {
+int tpm_read_auth_file(const Config *c, const char *name, char **ret) {
         _cleanup_free_ char *path = NULL;
         const char *base;
 
@@ -79,9 +79,9 @@ int tpm_attestation_new(const Config *c, TpmAttestation **ret) {
                 tpm_attestation_free(a);
                 return -EINVAL; /* validated by conf.c */
         }
-        r = read_auth(c, c->tpm_endorsement_auth_file, &a->endorsement_auth);
+        r = tpm_read_auth_file(c, c->tpm_endorsement_auth_file, &a->endorsement_auth);
         if (r >= 0)
-                r = read_auth(c, c->tpm_owner_auth_file, &a->owner_auth);
+                r = tpm_read_auth_file(c, c->tpm_owner_auth_file, &a->owner_auth);
         if (r < 0) {
                 tpm_attestation_free(a);
                 return r;

@@ -16,6 +16,10 @@
 
 typedef struct TpmAttestation TpmAttestation;
 
+/* Reads one hierarchy password file (name: NULL → *ret = NULL; relative names resolve like
+ * key_file).  The caller wipes it (erase_and_free). */
+int tpm_read_auth_file(const Config *c, const char *name, char **ret);
+
 /* Reads the hierarchy password files (relative names resolve like key_file). */
 int tpm_attestation_new(const Config *c, TpmAttestation **ret);
 TpmAttestation *tpm_attestation_free(TpmAttestation *a);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/evp.h>
 
 #include "agent/conf.h"
@@ -20,6 +21,7 @@
 static const char *const attestation_table[_ATTESTATION_MAX] = {
         [ATTESTATION_SYMMETRIC_KEY] = "symmetric_key",
         [ATTESTATION_TPM] = "tpm",
+        [ATTESTATION_X509] = "x509",
 };
 
 const char *attestation_method_to_string(AttestationMethod m) {
@@ -61,6 +63,7 @@ void conf_done(Config *c) {
         free(c->ca_file);
         free(c->payload);
         free(c->key_file);
+        free(c->certificate_file);
         free(c->tpm_tcti);
         free(c->tpm_endorsement_auth_file);
         free(c->tpm_owner_auth_file);
@@ -114,7 +117,41 @@ static const char *check_host(const char *v) {
 }
 
 static const char *check_transport(const char *v) {
-        return streq(v, "mqtt") ? NULL : "must be \"mqtt\" (\"https\" is not implemented yet)";
+        return streq(v, "mqtt") || streq(v, "https") ? NULL : "must be \"mqtt\" or \"https\"";
+}
+
+/* Azure DPS is reachable (with a verified certificate) only under its own names:
+ * global.azure-devices-provisioning.net, <name>.azure-devices-provisioning.net and the
+ * sovereign clouds' .azure-devices-provisioning.{cn,us,de}. */
+bool conf_endpoint_is_azure(const char *host) {
+        static const char *const suffixes[] = {
+                ".azure-devices-provisioning.net", ".azure-devices-provisioning.cn",
+                ".azure-devices-provisioning.us", ".azure-devices-provisioning.de",
+        };
+        size_t n = host ? strlen(host) : 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                size_t l = strlen(suffixes[i]);
+                if (n > l && strcasecmp(host + n - l, suffixes[i]) == 0)
+                        return true;
+        }
+        return false;
+}
+
+const char *conf_transport(const Config *c) {
+        if (c->transport)
+                return c->transport;
+        /* TPM: Azure offers it over HTTPS only (dps-protocol.md §2.11); any other endpoint is
+         * not Azure DPS and so ours, where TPM over MQTT is the tested default. */
+        if (c->attestation == ATTESTATION_TPM && conf_endpoint_is_azure(c->endpoint))
+                return "https";
+        return "mqtt";
+}
+
+int conf_port(const Config *c) {
+        if (c->port_set)
+                return c->port;
+        return streq(conf_transport(c), "https") ? 443 : 8883;
 }
 
 static const char *check_scope(const char *v) {
@@ -149,7 +186,7 @@ static const char *check_json(const char *v) {
 static const char *check_method(const char *v) {
         return attestation_method_from_string(v) >= 0
                 ? NULL
-                : "must be \"symmetric_key\" or \"tpm\" (\"x509\" is not implemented yet)";
+                : "must be \"symmetric_key\", \"tpm\" or \"x509\"";
 }
 
 /* a persistent handle for the TPM key slots: 0x81000002..0x817fffff, not the EK or SRK */
@@ -209,6 +246,7 @@ static const ConfItem schema[] = {
         G("provisioning.attestation"),
         { "provisioning.attestation.method", CONF_STRING, offsetof(Config, attestation), check_method, 0, 0 },
         S("provisioning.attestation.key_file", key_file, check_nonempty),
+        S("provisioning.attestation.certificate_file", certificate_file, check_nonempty),
         G("tpm"),
         S("tpm.tcti", tpm_tcti, check_tcti),
         S("tpm.endorsement_auth_file", tpm_endorsement_auth_file, check_nonempty),
@@ -226,6 +264,7 @@ static const ConfItem schema[] = {
         S("agent.admin_group", admin_group, check_nonempty),
         G("downstream"),
         S("downstream.group_key_file", downstream_group_key_file, check_nonempty),
+        B("downstream.group_key_in_tpm", downstream_group_key_in_tpm),
         I("downstream.concurrency", downstream_concurrency, 1, 1024),
         I("downstream.rate", downstream_rate, 1, 1000000),
         { "downstream.sensors", CONF_STRV, offsetof(Config, downstream_sensors), check_nonempty, 0, 10000 },
@@ -340,6 +379,8 @@ static int apply_setting(Config *c, config_setting_t *s, const char *prefix, con
                         return conf_error(reterr, file, line, "%s= must be between %lld and %lld (got %lld)", path,
                                           item->min, item->max, v);
                 *(int *) ((uint8_t *) c + item->offset) = (int) v;
+                if (item->offset == offsetof(Config, port))
+                        c->port_set = true;
                 return 0;
         }
         case CONF_BOOL:
@@ -417,15 +458,24 @@ int conf_verify(const Config *c, char **reterr_message) {
         for (size_t i = 0; i < ELEMENTSOF(required); i++)
                 if (!*(char *const *) ((const uint8_t *) c + required[i].offset) &&
                     /* TPM attestation derives it from the EK when not configured (§6.3) */
-                    !(required[i].offset == offsetof(Config, registration_id) && c->attestation == ATTESTATION_TPM))
+                    /* ... and X.509 takes it from the certificate's CN (dps-protocol.md §5.1) */
+                    !(required[i].offset == offsetof(Config, registration_id) &&
+                      (c->attestation == ATTESTATION_TPM || c->attestation == ATTESTATION_X509)))
                         return conf_error(reterr_message, file, 0, "%s= is required", required[i].name);
         if (c->attestation < 0)
                 return conf_error(reterr_message, file, 0, "provisioning.attestation.method= is required");
         if (c->attestation == ATTESTATION_SYMMETRIC_KEY && !c->key_file)
                 return conf_error(reterr_message, file, 0,
                                   "provisioning.attestation.key_file= is required for symmetric_key attestation");
+        if (c->attestation == ATTESTATION_X509 && (!c->key_file || !c->certificate_file))
+                return conf_error(reterr_message, file, 0,
+                                  "provisioning.attestation.certificate_file= and key_file= are required for x509 "
+                                  "attestation");
         if (c->tpm_slot_a && c->tpm_slot_b && strcaseeq(c->tpm_slot_a, c->tpm_slot_b))
                 return conf_error(reterr_message, file, 0, "tpm.key_slot_a= and tpm.key_slot_b= must differ");
+        if (c->downstream_group_key_file && c->downstream_group_key_in_tpm)
+                return conf_error(reterr_message, file, 0,
+                                  "downstream.group_key_file= and downstream.group_key_in_tpm= exclude each other");
         if (c->retry_max < c->retry_initial)
                 return conf_error(reterr_message, file, 0,
                                   "agent.retry_max= (%d) must not be smaller than agent.retry_initial= (%d)",

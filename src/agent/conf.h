@@ -18,6 +18,7 @@
 typedef enum AttestationMethod {
         ATTESTATION_SYMMETRIC_KEY,
         ATTESTATION_TPM,
+        ATTESTATION_X509,       /* issue 6: src/agent/x509-identity.c */
         _ATTESTATION_MAX,
         _ATTESTATION_INVALID = -EINVAL,
 } AttestationMethod;
@@ -28,8 +29,9 @@ AttestationMethod attestation_method_from_string(const char *s);
 typedef struct Config {
         /* provisioning */
         char *endpoint;
-        int port;
-        char *transport;
+        int port;               /* see conf_port() */
+        bool port_set;          /* provisioning.port was given */
+        char *transport;        /* "mqtt", "https" or NULL: see conf_transport() */
         char *id_scope;
         char *registration_id;
         char *api_version;
@@ -38,6 +40,7 @@ typedef struct Config {
         int sas_lifetime;       /* seconds */
         AttestationMethod attestation;
         char *key_file;
+        char *certificate_file;         /* x509: the device certificate chain, leaf first */
         /* TPM attestation (src/agent/tpm.c, attest.c) */
         char *tpm_tcti;                 /* NULL: device:/dev/tpmrm0 */
         char *tpm_endorsement_auth_file;
@@ -54,6 +57,7 @@ typedef struct Config {
         char *admin_group;      /* may call mutating D-Bus methods besides root (default "edgeprov") */
         /* downstream sensors (src/agent/downstream.c) */
         char *downstream_group_key_file;
+        bool downstream_group_key_in_tpm;       /* the key imported with edgeprovd --import-group-key */
         int downstream_concurrency;
         int downstream_rate;    /* registrations a minute */
         char **downstream_sensors;      /* inventory, NULL-terminated, may be NULL */
@@ -85,6 +89,13 @@ int conf_read_key(const Config *c, char **ret_key_b64, char **reterr_message);
 /* A digest over every setting that defines the gateway's identity (endpoint, scope,
  * registration id, attestation, key).  A change triggers reprovisioning. */
 int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_hex);
+
+/* The transport in effect: provisioning.transport, else "https" for TPM attestation against
+ * an Azure DPS host name (conf_endpoint_is_azure), else "mqtt". */
+const char *conf_transport(const Config *c);
+bool conf_endpoint_is_azure(const char *host);
+/* provisioning.port, else 443 for https and 8883 for mqtt. */
+int conf_port(const Config *c);
 
 /* tpm.key_slot_a/b values: a persistent handle 0x81000002..0x817fffff other than the EK. */
 int conf_parse_tpm_slot(const char *v, uint32_t *ret);

@@ -37,12 +37,18 @@ typedef struct Sensor {
         char *device_id;
         char *assigned_hub;
         char *last_error;
+        char *operation_id;     /* the service accepted a registration (202): resume polling it */
         SensorState state;
         unsigned attempts;
         uint64_t provisioned_at; /* seconds since the epoch, 0 if never */
         /* scheduling */
         struct Sensor *queue_next;
         bool queued;
+        /* group commit (downstream.c): a record waiting for the next batched write */
+        struct Sensor *commit_next;
+        int commit;             /* 0 none, else what is waiting (SensorCommit) */
+        char *commit_device_id, *commit_hub;
+        uint64_t commit_at;
         void *client;           /* DpsClient * while registering */
         sd_event_source *retry_timer;
         struct Downstream *owner;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "agent/dps-client.h"
+#include "agent/dps-http.h"
 #include "edgeprov/dps.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
@@ -39,11 +40,15 @@ struct DpsClient {
         bool tcp_connected;
 
         char *host, *ca_file, *id_scope, *registration_id, *api_version, *password, *payload_json;
+        void *ssl_ctx;               /* X.509: the caller's SSL_CTX (libmosquitto takes a reference) */
         int port;
         uint64_t request_timeout_usec;
 
+        DpsHttp *http;               /* transport https: the whole transaction is dps-http.c's */
         DpsClientCallback cb;
+        DpsClientAcceptedCallback accepted_cb;
         void *userdata;
+        bool resumed;                /* polling an operation from an earlier run, nothing sent yet */
 
         Phase phase;
         Phase retry_phase;           /* what a throttled retry repeats */
@@ -66,6 +71,35 @@ static const char *const outcome_table[_DPS_OUTCOME_MAX] = {
 
 const char *dps_outcome_to_string(DpsOutcome o) {
         return o < _DPS_OUTCOME_MAX ? outcome_table[o] : NULL;
+}
+
+static const char *const transport_table[_DPS_TRANSPORT_MAX] = {
+        [DPS_TRANSPORT_MQTT] = "mqtt",
+        [DPS_TRANSPORT_HTTPS] = "https",
+};
+
+const char *dps_transport_to_string(DpsTransport t) {
+        return t >= 0 && t < _DPS_TRANSPORT_MAX ? transport_table[t] : NULL;
+}
+
+DpsTransport dps_transport_from_string(const char *s) {
+        for (DpsTransport t = 0; t < _DPS_TRANSPORT_MAX; t++)
+                if (streq_ptr(s, transport_table[t]))
+                        return t;
+        return _DPS_TRANSPORT_INVALID;
+}
+
+/* ---- HTTPS: forward dps-http.c's callbacks as our own ---- */
+static void on_http_result(DpsHttp *h, const DpsResult *result, void *userdata) {
+        DpsClient *c = userdata;
+        if (c->cb)
+                c->cb(c, result, c->userdata);
+}
+
+static void on_http_accepted(DpsHttp *h, const char *operation_id, void *userdata) {
+        DpsClient *c = userdata;
+        if (c->accepted_cb)
+                c->accepted_cb(c, operation_id, c->userdata);
 }
 
 static int mosq_to_errno(int rc) {
@@ -282,6 +316,21 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
         }
         take_state(c, &resp);
 
+        if (c->resumed && c->phase == PHASE_POLLING && t->status >= 400 && t->status < 429) {
+                /* the operation of an earlier run is gone (expired, service restarted): register anew */
+                log_info("Operation %s of '%s' is not known to the service (%u), registering again.",
+                         c->operation_id, c->registration_id, t->status);
+                c->resumed = false;
+                free(c->operation_id);
+                c->operation_id = NULL;
+                free(c->r_opid);
+                c->r_opid = NULL;
+                c->polls = 0;
+                r = send_register(c);
+                if (r < 0)
+                        client_finish(c, DPS_OUTCOME_TRANSIENT, 0, "Failed to send the registration: %s", strerror(-r));
+                return;
+        }
         if (t->status >= 429) {
                 /* Throttled or service trouble: repeat the same request after retry-after. */
                 if (t->retry_after >= 0 && c->throttled < DPS_MAX_THROTTLED_RETRIES) {
@@ -300,6 +349,7 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
                               resp.message ? ": " : "", strempty(resp.message));
                 return;
         }
+        c->resumed = false;
         if (t->status == 401 && resp.authentication_key && c->tpm_ek) {
                 /* TPM attestation: the challenge; the manager activates it and registers again */
                 c->r_auth_key = strdup(resp.authentication_key);
@@ -338,6 +388,8 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
                         }
                         log_info("Registration of '%s' accepted, operation %s.", c->registration_id,
                                  c->operation_id);
+                        if (c->accepted_cb)
+                                c->accepted_cb(c, c->operation_id, c->userdata);
                 }
                 if (c->polls >= DPS_MAX_POLLS) {
                         client_finish(c, DPS_OUTCOME_TRANSIENT, t->status, "Registration still '%s' after %u polls",
@@ -405,7 +457,7 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qo
                               DPS_SUBSCRIBE_TOPIC);
                 return;
         }
-        r = send_register(c);
+        r = c->resumed ? send_poll(c) : send_register(c);
         if (r < 0)
                 client_finish(c, DPS_OUTCOME_TRANSIENT, 0, "Failed to send the registration: %s", strerror(-r));
 }
@@ -489,6 +541,15 @@ static int io_handler(sd_event_source *s, int fd, uint32_t revents, void *userda
         if (rc == MOSQ_ERR_SUCCESS && c->phase != PHASE_DONE && c->mosq && mosquitto_socket(c->mosq) >= 0 &&
             (revents & EPOLLOUT) && !ssl_handshaking(c))
                 rc = mosquitto_loop_write(c->mosq, 1);
+        if (rc == MOSQ_ERR_SUCCESS && (revents & EPOLLHUP) && c->phase != PHASE_DONE && c->mosq) {
+                /* The peer is gone and whatever it sent has been read.  A refused connect ends up
+                 * here: libmosquitto writes the TLS ClientHello inside connect_async, which takes
+                 * the socket error, so SO_ERROR above reads 0; without this the loop would spin
+                 * on EPOLLHUP (EPIPE on every write) until the request timeout. */
+                client_finish(c, DPS_OUTCOME_TRANSIENT, 0, "Connection to %s:%d refused or closed by the peer",
+                              c->host, c->port);
+                return 0;
+        }
         if (rc != MOSQ_ERR_SUCCESS) {
                 if (rc == MOSQ_ERR_TLS || rc == MOSQ_ERR_TLS_HANDSHAKE)
                         client_finish(c, DPS_OUTCOME_TRANSIENT, 0,
@@ -531,6 +592,7 @@ int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, 
         c->result.retry_after = -1;
         c->host = strdup(p->host);
         c->ca_file = dup_or_null(p->ca_file);
+        c->ssl_ctx = p->ssl_ctx;
         c->id_scope = strdup(p->id_scope);
         c->registration_id = strdup(p->registration_id);
         c->api_version = strdup(p->api_version ?: DPS_API_VERSION_DEFAULT);
@@ -538,7 +600,9 @@ int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, 
         c->payload_json = dup_or_null(p->payload_json);
         c->tpm_ek = dup_or_null(p->tpm_ek_b64);
         c->tpm_srk = dup_or_null(p->tpm_srk_b64);
-        if ((p->tpm_ek_b64 && !c->tpm_ek) || (p->tpm_srk_b64 && !c->tpm_srk)) {
+        c->operation_id = dup_or_null(p->operation_id);
+        c->resumed = p->operation_id;
+        if ((p->tpm_ek_b64 && !c->tpm_ek) || (p->tpm_srk_b64 && !c->tpm_srk) || (p->operation_id && !c->operation_id)) {
                 dps_client_free(c);
                 return -ENOMEM;
         }
@@ -547,8 +611,20 @@ int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, 
                 dps_client_free(c);
                 return -ENOMEM;
         }
+        if (p->transport == DPS_TRANSPORT_HTTPS) {
+                int r = dps_http_new(e, p, on_http_result, c, &c->http);
+                if (r < 0) {
+                        dps_client_free(c);
+                        return r;
+                }
+                dps_http_set_accepted_callback(c->http, on_http_accepted);
+        }
         *ret = c;
         return 0;
+}
+
+void dps_client_set_accepted_callback(DpsClient *c, DpsClientAcceptedCallback cb) {
+        c->accepted_cb = cb;
 }
 
 int dps_client_start(DpsClient *c) {
@@ -558,6 +634,8 @@ int dps_client_start(DpsClient *c) {
         if (c->phase != PHASE_IDLE)
                 return -EBUSY;
 
+        if (c->http)
+                return dps_http_start(c->http);
         r = dps_username_format(c->id_scope, c->registration_id, c->api_version, "edgeprov/" PACKAGE_VERSION, &username);
         if (r < 0)
                 return r;
@@ -576,6 +654,12 @@ int dps_client_start(DpsClient *c) {
         rc = mosquitto_username_pw_set(c->mosq, username, c->password);
         if (rc != MOSQ_ERR_SUCCESS)
                 return mosq_to_errno(rc);
+        /* X.509: our SSL_CTX carries the client chain and key (possibly a TPM provider key) and
+         * its own server verification (CA file, host name: x509-identity.c); libmosquitto uses
+         * it as it is */
+        if (c->ssl_ctx && (mosquitto_void_option(c->mosq, MOSQ_OPT_SSL_CTX, c->ssl_ctx) != MOSQ_ERR_SUCCESS ||
+                           mosquitto_int_option(c->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS))
+                return -EINVAL;
         rc = mosquitto_tls_set(c->mosq, c->ca_file, c->ca_file ? NULL : "/etc/ssl/certs", NULL, NULL, NULL);
         if (rc != MOSQ_ERR_SUCCESS) {
                 log_error("Cannot use CA '%s' for TLS: %s", strna(c->ca_file), mosquitto_strerror(rc));
@@ -612,6 +696,7 @@ DpsClient *dps_client_free(DpsClient *c) {
         if (!c)
                 return NULL;
         c->defer = sd_event_source_disable_unref(c->defer);
+        c->http = dps_http_free(c->http);
         client_disconnect(c);
         free(c->host);
         free(c->ca_file);

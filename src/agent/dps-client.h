@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <errno.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -10,6 +11,18 @@
  * libmosquitto callback), after which the client may be freed. */
 
 typedef struct DpsClient DpsClient;
+
+/* The wire: MQTT (this file) or HTTPS REST (dps-http.c, issue 9).  Everything above the
+ * client (manager, downstream) is the same for both. */
+typedef enum DpsTransport {
+        DPS_TRANSPORT_MQTT,
+        DPS_TRANSPORT_HTTPS,
+        _DPS_TRANSPORT_MAX,
+        _DPS_TRANSPORT_INVALID = -EINVAL,
+} DpsTransport;
+
+const char *dps_transport_to_string(DpsTransport t);
+DpsTransport dps_transport_from_string(const char *s);
 
 typedef struct DpsClientParams {
         const char *host;
@@ -22,7 +35,12 @@ typedef struct DpsClientParams {
         const char *payload_json;     /* custom payload or NULL */
         const char *tpm_ek_b64;       /* TPM attestation: sent as tpm.endorsementKey/storageRootKey, or NULL */
         const char *tpm_srk_b64;
+        void *ssl_ctx;                /* X.509 (issue 6): an SSL_CTX with the client certificate chain and
+                                       * key, handed to libmosquitto (MOSQ_OPT_SSL_CTX); NULL: none */
+        const char *operation_id;     /* resume: poll this operation first instead of registering;
+                                       * if the service no longer knows it (4xx), register anew */
         uint64_t request_timeout_usec;
+        DpsTransport transport;       /* 0: MQTT */
 } DpsClientParams;
 
 typedef enum DpsOutcome {
@@ -53,5 +71,11 @@ typedef struct DpsResult {
 typedef void (*DpsClientCallback)(DpsClient *c, const DpsResult *result, void *userdata);
 
 int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, void *userdata, DpsClient **ret);
+/* Called (with the same userdata) as soon as the service accepts a registration (202 with a
+ * new operationId), before the first poll, so that the caller can persist it and resume polling
+ * after a crash instead of registering again.  Runs inside libmosquitto's message callback:
+ * it must not free the client.  The same operation resumed is not reported again. */
+typedef void (*DpsClientAcceptedCallback)(DpsClient *c, const char *operation_id, void *userdata);
+void dps_client_set_accepted_callback(DpsClient *c, DpsClientAcceptedCallback cb);
 int dps_client_start(DpsClient *c);
 DpsClient *dps_client_free(DpsClient *c);

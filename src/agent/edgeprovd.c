@@ -10,15 +10,18 @@
 #include "agent/bus.h"
 #include "agent/conf.h"
 #include "agent/downstream.h"
+#include "agent/group-key.h"
 #include "agent/manager.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 #include "agent/attest.h"
+#include "agent/x509-identity.h"
 
 static const char *arg_config = EDGEPROV_DEFAULT_CONFIG;
 static bool arg_check_config = false;
 static const char *arg_bus_address = NULL;     /* NULL: system bus, optional */
 static bool arg_print_tpm_identity = false;
+static const char *arg_import_group_key = NULL;
 
 static void help(void) {
         printf("%s [OPTIONS...]\n\n"
@@ -28,13 +31,15 @@ static void help(void) {
                "  -c --config=PATH     Configuration file (default: %s)\n"
                "     --check-config    Validate the configuration (and drop-ins) and exit\n"
                "     --print-tpm-identity  Print the TPM registration id and base64 EK to enroll, and exit\n"
+               "     --import-group-key=FILE  Import the downstream group key (base64, 0600) into the TPM\n"
+               "                       and exit; then set downstream.group_key_in_tpm = true\n"
                "     --bus-address=ADDR  D-Bus to serve on: a D-Bus address, \"session\", or \"none\"\n"
                "                       (default: the system bus, if there is one)\n",
                program_invocation_short_name, EDGEPROV_DEFAULT_CONFIG);
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_CHECK_CONFIG, ARG_BUS_ADDRESS, ARG_PRINT_TPM_IDENTITY };
+        enum { ARG_VERSION = 0x100, ARG_CHECK_CONFIG, ARG_BUS_ADDRESS, ARG_PRINT_TPM_IDENTITY, ARG_IMPORT_GROUP_KEY };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -42,6 +47,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
                 { "bus-address", required_argument, NULL, ARG_BUS_ADDRESS },
                 { "print-tpm-identity", no_argument, NULL, ARG_PRINT_TPM_IDENTITY },
+                { "import-group-key", required_argument, NULL, ARG_IMPORT_GROUP_KEY },
                 {},
         };
         int c;
@@ -65,6 +71,9 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_PRINT_TPM_IDENTITY:
                         arg_print_tpm_identity = true;
+                        break;
+                case ARG_IMPORT_GROUP_KEY:
+                        arg_import_group_key = optarg;
                         break;
                 case '?':
                         return -EINVAL;
@@ -160,10 +169,21 @@ static int run(int argc, char *argv[]) {
                 conf_done(&config);
                 return r < 0 ? r : 0;
         }
+        if (arg_import_group_key) {
+                r = group_key_import(&config, arg_import_group_key);
+                conf_done(&config);
+                return r < 0 ? r : 0;
+        }
         if (arg_check_config) {
                 _cleanup_free_ char *key_error = NULL;
                 char *key = NULL;
-                r = config.attestation == ATTESTATION_TPM ? 0 : conf_read_key(&config, &key, &key_error);
+                if (config.attestation == ATTESTATION_X509) {
+                        /* X.509 (issue 6): certificate, key and CN, as the daemon would load them */
+                        X509Identity *xi = NULL;
+                        r = x509_identity_load(&config, &xi, &key_error);
+                        x509_identity_free(xi);
+                } else
+                        r = config.attestation == ATTESTATION_TPM ? 0 : conf_read_key(&config, &key, &key_error);
                 erase_and_free(key);
                 conf_done(&config);
                 if (r < 0) {

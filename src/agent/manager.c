@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "agent/attest.h"
+#include "agent/x509-identity.h"
 #include "agent/backoff.h"
 #include "agent/dps-client.h"
 #include "agent/manager.h"
@@ -40,6 +41,8 @@ struct Manager {
         TpmAttestation *tpm;
         bool tpm_answering;     /* the challenge is activated: this attempt signs with the TPM */
         uint64_t start_usec;    /* CLOCK_MONOTONIC at manager_start, for the timing report */
+        uint64_t token_expiry;  /* `se` of the last SAS token (seconds since the epoch) */
+        X509Identity *x509;     /* X.509 attestation (x509-identity.c, issue 6): NULL otherwise */
 };
 
 static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
@@ -124,6 +127,7 @@ Manager *manager_free(Manager *m) {
         gateway_state_done(&m->assignment);
         m->key_b64 = erase_and_free(m->key_b64);
         m->tpm = tpm_attestation_free(m->tpm);
+        m->x509 = x509_identity_free(m->x509);
         free(m->fingerprint);
         free(m->last_error);
         conf_done(&m->config);
@@ -169,6 +173,10 @@ static int manager_load_tpm(Manager *m) {
 /* The MQTT password: a SAS token from the key file, or for TPM attestation none (the first
  * attempt gets the challenge) or one signed inside the TPM. */
 static int manager_make_password(Manager *m, const char *resource, uint64_t expiry, char **ret) {
+        if (m->x509) {
+                *ret = NULL; /* X.509: the TLS client certificate authenticates, no password */
+                return 0;
+        }
         if (!m->tpm)
                 return sas_token_build_b64(m->key_b64, resource, expiry, SAS_DEFAULT_KEY_NAME, ret);
         if (!m->tpm_answering) {
@@ -222,9 +230,27 @@ static bool manager_tpm_on_result(Manager *m, DpsClient *c, const DpsResult *res
         return true;
 }
 
+/* X.509: the certificate chain and key (file or TPM); the registration id is the CN, and the
+ * leaf's thumbprint stands in for the key in the identity fingerprint. */
+static int manager_load_x509(Manager *m) {
+        _cleanup_free_ char *error = NULL;
+        int r = x509_identity_load(&m->config, &m->x509, &error);
+        if (r < 0)
+                return log_error_errno(r, "X.509 attestation: %s", error ?: strerror(-r));
+        if (!m->config.registration_id) {
+                m->config.registration_id = strdup(x509_identity_registration_id(m->x509));
+                if (!m->config.registration_id)
+                        return log_oom();
+        }
+        m->key_b64 = strdup(x509_identity_thumbprint(m->x509));
+        return m->key_b64 ? 0 : log_oom();
+}
+
 static int manager_load_key(Manager *m) {
         if (m->config.attestation == ATTESTATION_TPM)
                 return manager_load_tpm(m);
+        if (m->config.attestation == ATTESTATION_X509)
+                return manager_load_x509(m);
 
         _cleanup_free_ char *error = NULL;
         int r = conf_read_key(&m->config, &m->key_b64, &error);
@@ -321,19 +347,36 @@ static void manager_handle_result(Manager *m, const DpsResult *res) {
         }
         case DPS_OUTCOME_REJECTED:
                 free(m->last_error);
-                m->last_error = strdup(strna(res->error_message));
+                m->last_error = NULL;
+                if (res->status == 401 && res->error_message && strcasestr(res->error_message, "expired") &&
+                    m->token_expiry > 0) {
+                        /* the token was made sas_lifetime from now: one of the two clocks is off */
+                        char when[64] = "?";
+                        time_t t = (time_t) m->token_expiry;
+                        struct tm tm;
+                        if (gmtime_r(&t, &tm))
+                                (void) strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+                        if (asprintf(&m->last_error,
+                                     "%s; the SAS token is valid until %s by this gateway's clock, so the gateway's "
+                                     "or the service's clock is off",
+                                     res->error_message, when) < 0)
+                                m->last_error = NULL;
+                }
+                if (!m->last_error)
+                        m->last_error = strdup(strna(res->error_message));
                 manager_set_state(m, MANAGER_REJECTED);
                 log_struct(LOG_ERR, STRV(EDGEPROV_MESSAGE_ID(REJECTED), f_reg, f_op, f_att, f_code, f_status),
-                           "Registration of '%s' rejected: %s", m->config.registration_id, strna(res->error_message));
+                           "Registration of '%s' rejected: %s", m->config.registration_id,
+                           strna(m->last_error ?: res->error_message));
                 if (m->config.fail_fast) {
-                        manager_set_status(m, "Rejected: %s", strna(res->error_message));
+                        manager_set_status(m, "Rejected: %s", strna(m->last_error ?: res->error_message));
                         m->exit_status = 2;
                         (void) sd_event_exit(m->event, 2);
                         return;
                 }
                 /* The service said no: ask again only rarely, an operator has to act. */
-                manager_set_status(m, "Rejected: %s; next attempt in %d s", strna(res->error_message),
-                                   m->config.retry_max);
+                manager_set_status(m, "Rejected: %s; next attempt in %d s",
+                                   strna(m->last_error ?: res->error_message), m->config.retry_max);
                 manager_schedule_retry(m, (uint64_t) m->config.retry_max * USEC_PER_SEC);
                 return;
         case DPS_OUTCOME_TRANSIENT:
@@ -383,13 +426,15 @@ static int manager_provision(Manager *m) {
         if (asprintf(&resource, "%s/registrations/%s", m->config.id_scope, m->config.registration_id) < 0)
                 return log_oom();
         expiry = (uint64_t) time(NULL) + (uint64_t) m->config.sas_lifetime;
+        m->token_expiry = expiry;
         r = manager_make_password(m, resource, expiry, &token);
         if (r < 0)
                 return log_error_errno(r, "Failed to build the SAS token: %m");
 
         DpsClientParams p = {
                 .host = m->config.endpoint,
-                .port = m->config.port,
+                .port = conf_port(&m->config),
+                .transport = dps_transport_from_string(conf_transport(&m->config)),
                 .ca_file = m->config.ca_file,
                 .id_scope = m->config.id_scope,
                 .registration_id = m->config.registration_id,
@@ -398,6 +443,7 @@ static int manager_provision(Manager *m) {
                 .payload_json = m->config.payload,
                 .tpm_ek_b64 = m->tpm ? tpm_attestation_ek_b64(m->tpm) : NULL,
                 .tpm_srk_b64 = m->tpm ? tpm_attestation_srk_b64(m->tpm) : NULL,
+                .ssl_ctx = m->x509 ? x509_identity_ssl_ctx(m->x509) : NULL,
                 .request_timeout_usec = (uint64_t) m->config.request_timeout * USEC_PER_SEC,
         };
         r = dps_client_new(m->event, &p, on_dps_result, m, &m->client);
@@ -407,11 +453,13 @@ static int manager_provision(Manager *m) {
         char f_reg[192], f_att[32], f_ep[320];
         log_field(f_reg, sizeof(f_reg), "REGISTRATION_ID", m->config.registration_id);
         snprintf(f_att, sizeof(f_att), "ATTEMPT=%u", m->attempt);
-        snprintf(f_ep, sizeof(f_ep), "DPS_ENDPOINT=%s:%d", m->config.endpoint, m->config.port);
+        snprintf(f_ep, sizeof(f_ep), "DPS_ENDPOINT=%s:%d", m->config.endpoint, conf_port(&m->config));
         log_struct(LOG_INFO, STRV(EDGEPROV_MESSAGE_ID(PROVISIONING_STARTED), f_reg, f_att, f_ep),
-                   "Provisioning '%s' at %s:%d (scope %s, attempt %u).", m->config.registration_id, m->config.endpoint,
-                   m->config.port, m->config.id_scope, m->attempt);
-        manager_set_status(m, "Provisioning at %s:%d (attempt %u)", m->config.endpoint, m->config.port, m->attempt);
+                   "Provisioning '%s' at %s:%d over %s (scope %s, attempt %u).", m->config.registration_id,
+                   m->config.endpoint, conf_port(&m->config), conf_transport(&m->config), m->config.id_scope,
+                   m->attempt);
+        manager_set_status(m, "Provisioning at %s:%d (attempt %u)", m->config.endpoint, conf_port(&m->config),
+                           m->attempt);
 
         r = dps_client_start(m->client);
         if (r < 0) {
@@ -437,6 +485,10 @@ int manager_start(Manager *m) {
 
         if (!m->start_usec)
                 m->start_usec = monotonic_usec();
+        /* a temporary file of a state write the last run did not finish (SIGKILL, power cut);
+         * nothing else writes state.json while the daemon starts */
+        if (unlink_stale_temp_files(m->config.state_directory, STATE_FILE_NAME) > 0)
+                log_info("Removed a temporary file left in %s by an interrupted write.", m->config.state_directory);
         r = gateway_state_load(m->config.state_directory, &s);
         if (r >= 0 && m->tpm)
                 (void) tpm_attestation_set_active_slot(m->tpm, s.tpm_key_slot);

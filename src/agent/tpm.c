@@ -595,3 +595,211 @@ int tpm_hmac(Tpm *t, uint32_t slot, const void *data, size_t len, uint8_t ret[32
         Esys_Free(out);
         return 0;
 }
+
+/* ---- the downstream group key inside the TPM -------------------------------------------- */
+
+int tpm_seal_hmac_key(Tpm *t, const void *key, size_t len, uint8_t **ret_blob, size_t *ret_len) {
+        ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE;
+        TPM2B_PUBLIC *out_pub = NULL;
+        TPM2B_PRIVATE *out_priv = NULL;
+        TPM2B_SENSITIVE_CREATE sens = {};
+        TPM2B_DATA outside = {};
+        TPML_PCR_SELECTION pcrs = {};
+        uint8_t *blob = NULL;
+        size_t off = 0;
+        TSS2_RC rc;
+        int r;
+
+        if (!key || len == 0 || len > sizeof(sens.sensitive.data.buffer))
+                return -EINVAL;
+        TPM2B_PUBLIC tmpl = {
+                .publicArea = {
+                        .type = TPM2_ALG_KEYEDHASH,
+                        .nameAlg = TPM2_ALG_SHA256,
+                        /* no SENSITIVEDATAORIGIN: we supply the key; FIXEDTPM|FIXEDPARENT: never duplicable */
+                        .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_USERWITHAUTH |
+                                            TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA,
+                        .parameters.keyedHashDetail.scheme = {
+                                .scheme = TPM2_ALG_HMAC,
+                                .details.hmac.hashAlg = TPM2_ALG_SHA256,
+                        },
+                },
+        };
+        sens.sensitive.data.size = (UINT16) len;
+        memcpy(sens.sensitive.data.buffer, key, len);
+
+        r = persistent_tr(t, TPM_SRK_HANDLE, &srk);
+        if (r == -ENOENT)
+                r = log_error_errno(ENOENT, "TPM: no SRK at 0x%08x", TPM_SRK_HANDLE);
+        if (r < 0)
+                goto finish;
+        /* The key travels to the TPM encrypted: an HMAC session salted with the SRK, used for
+         * parameter encryption (AES-128-CFB) of the first command parameter, inSensitive. */
+        TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+        rc = Esys_StartAuthSession(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL,
+                                   TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, &session);
+        if (rc != TSS2_RC_SUCCESS) {
+                r = tpm_fail(rc, "StartAuthSession(salted)");
+                goto finish;
+        }
+        (void) Esys_TRSess_SetAttributes(t->esys, session, TPMA_SESSION_DECRYPT | TPMA_SESSION_CONTINUESESSION, 0xff);
+        rc = Esys_Create(t->esys, srk, ESYS_TR_PASSWORD, session, ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs,
+                         &out_priv, &out_pub, NULL, NULL, NULL);
+        if (rc != TSS2_RC_SUCCESS) {
+                r = tpm_fail(rc, "Create(HMAC key)");
+                goto finish;
+        }
+        blob = malloc(sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE));
+        if (!blob) {
+                r = -ENOMEM;
+                goto finish;
+        }
+        rc = Tss2_MU_TPM2B_PUBLIC_Marshal(out_pub, blob, sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE), &off);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Tss2_MU_TPM2B_PRIVATE_Marshal(out_priv, blob, sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE), &off);
+        if (rc != TSS2_RC_SUCCESS) {
+                r = tpm_fail(rc, "marshal the key blob");
+                goto finish;
+        }
+        *ret_blob = TAKE_PTR(blob);
+        *ret_len = off;
+        r = 0;
+finish:
+        explicit_bzero(&sens, sizeof(sens));
+        tr_flush(t, &session);
+        tr_close(t, &srk);
+        Esys_Free(out_pub);
+        Esys_Free(out_priv);
+        free(blob);
+        return r;
+}
+
+int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *const *data, size_t n,
+                       uint8_t (*ret)[32]) {
+        ESYS_TR srk = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+        TPM2B_PUBLIC pub = {};
+        TPM2B_PRIVATE priv = {};
+        size_t off = 0;
+        TSS2_RC rc;
+        int r;
+
+        if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(blob, blob_len, &off, &pub) != TSS2_RC_SUCCESS ||
+            Tss2_MU_TPM2B_PRIVATE_Unmarshal(blob, blob_len, &off, &priv) != TSS2_RC_SUCCESS || off != blob_len)
+                return log_error_errno(EBADMSG, "TPM: the group key blob does not unmarshal");
+        if (pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
+            pub.publicArea.parameters.keyedHashDetail.scheme.scheme != TPM2_ALG_HMAC ||
+            pub.publicArea.parameters.keyedHashDetail.scheme.details.hmac.hashAlg != TPM2_ALG_SHA256)
+                return log_error_errno(EBADMSG, "TPM: the group key blob is not an HMAC-SHA256 key");
+        for (size_t i = 0; i < n; i++)
+                if (strlen(data[i]) > sizeof(((TPM2B_MAX_BUFFER *) NULL)->buffer))
+                        return -E2BIG;
+
+        r = persistent_tr(t, TPM_SRK_HANDLE, &srk);
+        if (r == -ENOENT)
+                r = log_error_errno(ENOENT, "TPM: no SRK at 0x%08x", TPM_SRK_HANDLE);
+        if (r < 0)
+                return r;
+        rc = Esys_Load(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub, &obj);
+        if (rc != TSS2_RC_SUCCESS) {
+                r = tpm_fail(rc, "Load(group key)");
+                goto finish;
+        }
+        for (size_t i = 0; i < n; i++) {
+                TPM2B_MAX_BUFFER buf = { .size = (UINT16) strlen(data[i]) };
+                TPM2B_DIGEST *out = NULL;
+
+                memcpy(buf.buffer, data[i], buf.size);
+                rc = Esys_HMAC(t->esys, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &buf, TPM2_ALG_SHA256, &out);
+                if (rc != TSS2_RC_SUCCESS) {
+                        r = tpm_fail(rc, "HMAC(group key)");
+                        goto finish;
+                }
+                if (out->size != 32) {
+                        Esys_Free(out);
+                        r = -EIO;
+                        goto finish;
+                }
+                memcpy(ret[i], out->buffer, 32);
+                explicit_bzero(out, sizeof(*out));
+                Esys_Free(out);
+        }
+        r = 0;
+finish:
+        tr_flush(t, &obj);
+        tr_close(t, &srk);
+        return r;
+}
+
+/* ---- read-only helpers (edgeprovctl doctor) ---------------------------------------------- */
+
+int tpm_read_public(Tpm *t, uint32_t handle, uint8_t **ret_pub, size_t *ret_len) {
+        ESYS_TR tr = ESYS_TR_NONE;
+        TPM2B_PUBLIC *pub = NULL;
+        TSS2_RC rc;
+        int r;
+
+        r = persistent_tr(t, handle, &tr);
+        if (r < 0)
+                return r;
+        rc = Esys_ReadPublic(t->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
+        tr_close(t, &tr);
+        if (rc != TSS2_RC_SUCCESS)
+                return tpm_fail(rc, "ReadPublic");
+        r = marshal_public(pub, ret_pub, ret_len);
+        Esys_Free(pub);
+        return r;
+}
+
+int tpm_nv_read_all(Tpm *t, uint32_t index, size_t max, uint8_t **ret, size_t *ret_len) {
+        ESYS_TR nv = ESYS_TR_NONE;
+        TPM2B_NV_PUBLIC *nvpub = NULL;
+        uint8_t *buf = NULL;
+        size_t size;
+        TSS2_RC rc;
+        int r;
+
+        r = persistent_tr(t, index, &nv);
+        if (r < 0)
+                return r;
+        rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
+        if (rc != TSS2_RC_SUCCESS) {
+                r = tpm_fail(rc, "NV_ReadPublic");
+                goto finish;
+        }
+        size = nvpub->nvPublic.dataSize;
+        if (size == 0 || size > max) {
+                r = -EFBIG;
+                goto finish;
+        }
+        buf = malloc(size);
+        if (!buf) {
+                r = -ENOMEM;
+                goto finish;
+        }
+        for (size_t off = 0; off < size;) {
+                TPM2B_MAX_NV_BUFFER *chunk = NULL;
+                UINT16 n_ = (UINT16) MIN(size - off, (size_t) 512);
+                rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n_, (UINT16) off, &chunk);
+                if (rc != TSS2_RC_SUCCESS) {
+                        r = tpm_fail(rc, "NV_Read");
+                        goto finish;
+                }
+                bool short_read = chunk->size != n_;
+                if (!short_read)
+                        memcpy(buf + off, chunk->buffer, n_);
+                Esys_Free(chunk);
+                if (short_read) {
+                        r = -EBADMSG;
+                        goto finish;
+                }
+                off += n_;
+        }
+        *ret = TAKE_PTR(buf);
+        *ret_len = size;
+        r = 0;
+finish:
+        free(buf);
+        Esys_Free(nvpub);
+        tr_close(t, &nv);
+        return r;
+}

@@ -25,6 +25,7 @@
 #define TPM_SLOT_A_DEFAULT 0x81000100u
 #define TPM_SLOT_B_DEFAULT 0x81000101u
 #define TPM_EK_CERT_NV_INDEX 0x01c00002u
+#define TPM_EK_CERT_ECC_NV_INDEX 0x01c0000au
 #define TPM_TCTI_DEFAULT "device:/dev/tpmrm0"
 
 typedef struct Tpm Tpm;
@@ -65,3 +66,19 @@ int tpm_hmac(Tpm *t, uint32_t slot, const void *data, size_t len, uint8_t ret[32
 int tpm_handle_exists(Tpm *t, uint32_t handle);
 /* Evicts the persistent object at slot; 0 also when there was none. */
 int tpm_evict(Tpm *t, uint32_t slot);
+
+/* The downstream group key (issue 5): TPM2_Create of a keyedhash HMAC-SHA256 object under the
+ * SRK with the key as its sensitive data, sent parameter-encrypted in a session salted with the
+ * SRK; fixedTPM|fixedParent (never duplicable), empty auth, noDA.  Returns the marshaled
+ * TPM2B_PUBLIC followed by the TPM2B_PRIVATE (encrypted by the SRK; loadable in this TPM only).
+ * The SRK must exist (tpm_get_srk). */
+int tpm_seal_hmac_key(Tpm *t, const void *key, size_t len, uint8_t **ret_blob, size_t *ret_len);
+/* Loads such a blob under the SRK, computes HMAC-SHA256(key, data[i]) for each of the n strings
+ * (each ≤ 1024 bytes) and flushes it: one Load, n HMACs, one FlushContext. */
+int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *const *data, size_t n,
+                       uint8_t (*ret)[32]);
+
+/* Read only (nothing is created): the marshaled TPM2B_PUBLIC at a persistent handle, and the
+ * whole content of an NV index (at most max bytes).  -ENOENT when absent. */
+int tpm_read_public(Tpm *t, uint32_t handle, uint8_t **ret_pub, size_t *ret_len);
+int tpm_nv_read_all(Tpm *t, uint32_t index, size_t max, uint8_t **ret, size_t *ret_len);

@@ -6,7 +6,13 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +23,12 @@
 #include <unistd.h>
 
 #include "agent/bus.h"
+#include "agent/attest.h"
 #include "agent/conf.h"
+#include "agent/group-key.h"
 #include "agent/sensor-list.h"
 #include "agent/state.h"
+#include "agent/tpm.h"
 #include "edgeprov/fileio.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
@@ -698,43 +707,308 @@ static int verb_reprovision(void) {
 
 static unsigned doctor_failures;
 
-static void check(struct json_object *arr, const char *name, bool ok, const char *detail, const char *hint) {
-        if (!ok)
+/* warn: reported with its hint, but not a failure (provisioning works without it) */
+static void check_full(struct json_object *arr, const char *name, bool ok, bool warn, const char *detail,
+                       const char *hint) {
+        if (!ok && !warn)
                 doctor_failures++;
         if (arr) {
                 struct json_object *o = json_object_new_object();
                 json_object_object_add(o, "check", json_object_new_string(name));
-                json_object_object_add(o, "ok", json_object_new_boolean(ok));
+                json_object_object_add(o, "ok", json_object_new_boolean(ok || warn));
+                if (!ok && warn)
+                        json_object_object_add(o, "warning", json_object_new_boolean(true));
                 json_object_object_add(o, "detail", json_object_new_string(detail));
                 if (!ok)
                         json_object_object_add(o, "hint", json_object_new_string(hint));
                 json_object_array_add(arr, o);
                 return;
         }
-        printf("%-5s %-14s %s\n", ok ? "OK" : "FAIL", name, detail);
+        printf("%-5s %-14s %s\n", ok ? "OK" : warn ? "WARN" : "FAIL", name, detail);
         if (!ok)
                 printf("      → %s\n", hint);
+        fflush(stdout);
 }
 
-static bool tcp_reachable(const char *host, int port) {
+static void check(struct json_object *arr, const char *name, bool ok, const char *detail, const char *hint) {
+        check_full(arr, name, ok, false, detail, hint);
+}
+
+/* A TPM (or swtpm) that never answers must not hang the doctor: ESYS has no timeout. */
+static void on_tpm_alarm(int sig) {
+        static const char msg[] = "FAIL  tpm            no answer from the TPM within 20 s\n"
+                                  "      → check tpm.tcti; a swtpm serves one client at a time: is another one "
+                                  "holding it?\n";
+        static const char json[] = "[{\"check\": \"tpm\", \"ok\": false, \"detail\": \"no answer from the TPM "
+                                   "within 20 s\", \"hint\": \"check tpm.tcti; a swtpm serves one client at a time: "
+                                   "is another one holding it?\"}]\n";
+        /* the checks so far are lost in --json mode: this one says why */
+        if (arg_json)
+                (void) !write(STDOUT_FILENO, json, sizeof(json) - 1);
+        else
+                (void) !write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+        _exit(EXIT_FAILURE);
+}
+
+#define EK_CERT_MAX 4096
+
+static void doctor_tpm(struct json_object *arr, const Config *c, bool have_conf) {
+        const char *tcti = have_conf && c->tpm_tcti ? c->tpm_tcti : TPM_TCTI_DEFAULT;
+        bool needed = have_conf && c->attestation == ATTESTATION_TPM;
+        bool group_key = have_conf && c->downstream_group_key_in_tpm;
+        _cleanup_(erase_and_freep) char *eauth = NULL, *oauth = NULL;
+        _cleanup_(tpm_closep) Tpm *t = NULL;
+        /* declared before the first goto: cleanup attributes must never see them uninitialised */
+        _cleanup_free_ uint8_t *ek = NULL, *rsa_der = NULL, *ecc_der = NULL;
+        size_t ek_len = 0, rsa_len = 0, ecc_len = 0;
+        char detail[768];
+        int r;
+
+        if (!needed && !group_key && !(have_conf && c->tpm_tcti)) {
+                struct stat st;
+                bool tpm = stat("/dev/tpmrm0", &st) >= 0 && access("/dev/tpmrm0", R_OK | W_OK) >= 0;
+                snprintf(detail, sizeof(detail), "/dev/tpmrm0 %s (not used: symmetric-key attestation)",
+                         tpm ? "accessible" : "not accessible");
+                check(arr, "tpm", true, detail, "");
+                return;
+        }
+        if (have_conf && (tpm_read_auth_file(c, c->tpm_endorsement_auth_file, &eauth) < 0 ||
+                          tpm_read_auth_file(c, c->tpm_owner_auth_file, &oauth) < 0)) {
+                check(arr, "tpm", false, "the hierarchy password file named in the tpm group is not readable",
+                      "fix tpm.endorsement_auth_file / tpm.owner_auth_file (0600, readable by edgeprovd)");
+                return;
+        }
+        struct sigaction sa = { .sa_handler = on_tpm_alarm }, old;
+        (void) sigaction(SIGALRM, &sa, &old);
+        alarm(20);
+        log_set_max_level(LOG_CRIT);    /* tpm.c logs its errors; here they become checks */
+        r = tpm_open(tcti, eauth, oauth, &t);
+        if (r < 0) {
+                snprintf(detail, sizeof(detail), "cannot open the TPM through \"%s\": %s", tcti, strerror(-r));
+                check(arr, "tpm", false, detail,
+                      "load the TPM driver (tpm_tis/tpm_crb), add the service user to group tss, or fix tpm.tcti");
+                goto out;
+        }
+        snprintf(detail, sizeof(detail), "TPM answers through \"%s\"", tcti);
+        check(arr, "tpm", true, detail, "");
+
+        if (group_key) {
+                _cleanup_free_ char *path = NULL;
+                struct stat st;
+                bool ok = group_key_blob_path(c, &path) >= 0 && stat(path, &st) >= 0 && !(st.st_mode & 0077);
+                snprintf(detail, sizeof(detail), "%s %s", strna(path), ok ? "present, 0600" : "missing or accessible to others");
+                check(arr, "group-key", ok, detail,
+                      "import the downstream group key: edgeprovd --import-group-key=FILE (then delete FILE)");
+        }
+
+        /* EK certificate: RSA at 0x01c00002, ECC at 0x01c0000a (TCG EK Credential Profile) */
+        int rr = tpm_nv_read_all(t, TPM_EK_CERT_NV_INDEX, EK_CERT_MAX, &rsa_der, &rsa_len);
+        int re = tpm_nv_read_all(t, TPM_EK_CERT_ECC_NV_INDEX, EK_CERT_MAX, &ecc_der, &ecc_len);
+        int rk = tpm_read_public(t, TPM_EK_HANDLE, &ek, &ek_len);
+        if (rr == -ENOENT && re == -ENOENT) {
+                check_full(arr, "ek-certificate", false, !needed,
+                           "no EK certificate in the TPM (NV 0x01c00002 RSA, 0x01c0000a ECC)",
+                           "the TPM cannot prove it is genuine: TPM attestation still works with the EK enrolled "
+                           "by hand (edgeprovd --print-tpm-identity); ask the vendor for the EK certificate, or "
+                           "for a lab TPM create one (swtpm_setup --create-ek-cert)");
+                goto out;
+        }
+        if (rr < 0 && rr != -ENOENT) {
+                snprintf(detail, sizeof(detail), "cannot read NV 0x01c00002: %s", strerror(-rr));
+                check(arr, "ek-certificate", false, detail, "the NV index is unreadable: check tpm.tcti and the TPM's state");
+                goto out;
+        }
+        if (rr == 0 && rk == -ENOENT) {
+                check_full(arr, "ek-certificate", false, !needed,
+                           "RSA EK certificate present in NV 0x01c00002, but no EK at 0x81010001 to compare it with",
+                           "edgeprovd creates and persists the EK on first use (edgeprovd --print-tpm-identity)");
+                goto out;
+        }
+        if (rr == 0 && rk == 0) {
+                _cleanup_free_ char *msg = NULL;
+                r = tpm_check_ek_cert(t, ek, ek_len, have_conf ? c->tpm_ek_ca_file : NULL, &msg);
+                snprintf(detail, sizeof(detail), "%s", msg ?: r >= 0 ? "EK certificate matches" : strerror(-r));
+                check(arr, "ek-certificate", r > 0, detail,
+                      r == -EKEYREJECTED && msg && strstr(msg, "does not verify")
+                              ? "tpm.ek_ca_file must hold the TPM manufacturer's root and intermediate CAs"
+                              : "the EK certificate in NV does not belong to this TPM's EK: the EK at 0x81010001 "
+                                "was replaced or the NV index overwritten; clear the TPM or restore the EK");
+                goto out;
+        }
+        if (rr == 0 && rk < 0) {
+                snprintf(detail, sizeof(detail), "cannot read the EK at 0x81010001: %s", strerror(-rk));
+                check(arr, "ek-certificate", false, detail, "check tpm.tcti and the TPM's state");
+                goto out;
+        }
+        if (re < 0) {
+                snprintf(detail, sizeof(detail), "cannot read NV 0x01c0000a: %s", strerror(-re));
+                check(arr, "ek-certificate", false, detail, "the NV index is unreadable: check tpm.tcti and the TPM's state");
+                goto out;
+        }
+        /* only an ECC EK certificate: parse it, we do not enroll ECC EKs */
+        {
+                const unsigned char *p = ecc_der;
+                X509 *x = d2i_X509(NULL, &p, (long) ecc_len);
+                snprintf(detail, sizeof(detail), "%s", x ? "ECC EK certificate in NV 0x01c0000a (no RSA one)"
+                                                         : "NV 0x01c0000a does not hold an X.509 certificate");
+                check_full(arr, "ek-certificate", false, x != NULL, detail,
+                           "DPS TPM attestation uses the RSA EK (NV 0x01c00002): ask the vendor for an RSA EK "
+                           "certificate, or enroll the EK printed by edgeprovd --print-tpm-identity");
+                X509_free(x);
+        }
+out:
+        alarm(0);
+        (void) sigaction(SIGALRM, &old, NULL);
+        log_set_max_level(LOG_INFO);
+}
+
+/* connect() with a timeout; -errno */
+static int connect_timeout(const char *host, int port, int timeout_ms, int *ret_fd) {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
         char ps[16];
-        bool ok = false;
+        int r = -EHOSTUNREACH, g;
 
         snprintf(ps, sizeof(ps), "%d", port);
-        if (getaddrinfo(host, ps, &hints, &res) != 0)
-                return false;
-        for (struct addrinfo *a = res; a && !ok; a = a->ai_next) {
-                int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        g = getaddrinfo(host, ps, &hints, &res);
+        if (g != 0)
+                return g == EAI_NONAME || g == EAI_AGAIN ? -EHOSTUNREACH : -EIO;
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+                int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
                 if (fd < 0)
                         continue;
-                struct timeval tv = { .tv_sec = 5 };
+                if (connect(fd, a->ai_addr, a->ai_addrlen) < 0 && errno != EINPROGRESS) {
+                        r = -errno;
+                        close(fd);
+                        continue;
+                }
+                struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+                int err = 0;
+                socklen_t l = sizeof(err);
+                int n = poll(&pfd, 1, timeout_ms);
+                if (n == 0)
+                        err = ETIMEDOUT;
+                else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+                        err = errno;
+                if (err != 0) {
+                        r = -err;
+                        close(fd);
+                        continue;
+                }
+                /* blocking from here on, bounded by socket timeouts */
+                (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+                struct timeval tv = { .tv_sec = timeout_ms / 1000 };
+                (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
                 (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-                ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
-                close(fd);
+                *ret_fd = fd;
+                r = 0;
+                break;
         }
         freeaddrinfo(res);
-        return ok;
+        return r;
+}
+
+/* A real TLS handshake with the service, verified like edgeprovd does: against ca_file (or the
+ * system store), and the endpoint name (or IP address) in the certificate. */
+static void doctor_tls(struct json_object *arr, const Config *c) {
+        _cleanup_close_ int fd = -1;
+        int port = conf_port(c);
+        SSL_CTX *ctx = NULL;
+        SSL *ssl = NULL;
+        char detail[768];
+        const char *hint = "";
+        bool ok = false;
+        int r;
+
+        r = connect_timeout(c->endpoint, port, 5000, &fd);
+        snprintf(detail, sizeof(detail), "%s:%d %s%s", c->endpoint, port,
+                 r >= 0 ? "accepts TCP connections" : "unreachable: ", r >= 0 ? "" : strerror(-r));
+        check(arr, "service", r >= 0, detail,
+              r == -ECONNREFUSED ? "nothing listens there: check provisioning.endpoint/port and that the service runs"
+                                 : "check provisioning.endpoint/port, DNS, routes and firewalls");
+        if (r < 0)
+                return;
+
+        ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx)
+                goto oom;
+        (void) SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (c->ca_file) {
+                if (SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1) {
+                        snprintf(detail, sizeof(detail), "cannot load CA certificates from %s", c->ca_file);
+                        hint = "provisioning.ca_file must be a readable PEM file with the CA that signed the "
+                               "service's certificate";
+                        goto done;
+                }
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+                goto oom;
+        ssl = SSL_new(ctx);
+        if (!ssl)
+                goto oom;
+        unsigned char ip[16];
+        X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+        if (inet_pton(AF_INET, c->endpoint, ip) == 1 || inet_pton(AF_INET6, c->endpoint, ip) == 1)
+                (void) X509_VERIFY_PARAM_set1_ip_asc(param, c->endpoint);
+        else {
+                (void) SSL_set_tlsext_host_name(ssl, c->endpoint);
+                (void) SSL_set1_host(ssl, c->endpoint);
+        }
+        SSL_set_fd(ssl, fd);
+        ERR_clear_error();
+        if (SSL_connect(ssl) == 1) {
+                X509 *peer = SSL_get1_peer_certificate(ssl);
+                char subject[256] = "?", notafter[64] = "?";
+                if (peer) {
+                        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+                        BIO *b = BIO_new(BIO_s_mem());
+                        if (b && ASN1_TIME_print(b, X509_get0_notAfter(peer)) == 1) {
+                                int n = BIO_read(b, notafter, sizeof(notafter) - 1);
+                                notafter[n > 0 ? n : 0] = 0;
+                        }
+                        BIO_free(b);
+                        X509_free(peer);
+                }
+                snprintf(detail, sizeof(detail), "%s handshake with %s:%d, certificate %s verified against %s, "
+                         "valid until %s", SSL_get_version(ssl), c->endpoint, port, subject,
+                         c->ca_file ?: "the system CA store", notafter);
+                ok = true;
+                (void) SSL_shutdown(ssl);
+                goto done;
+        }
+        long v = SSL_get_verify_result(ssl);
+        if (v != X509_V_OK) {
+                snprintf(detail, sizeof(detail), "%s:%d: certificate verification failed: %s", c->endpoint, port,
+                         X509_verify_cert_error_string(v));
+                switch (v) {
+                case X509_V_ERR_HOSTNAME_MISMATCH:
+                case X509_V_ERR_IP_ADDRESS_MISMATCH:
+                        hint = "the service's certificate is not for this name: set provisioning.endpoint to a name "
+                               "(or address) the certificate lists";
+                        break;
+                case X509_V_ERR_CERT_HAS_EXPIRED:
+                case X509_V_ERR_CERT_NOT_YET_VALID:
+                        hint = "check the clock (see the clock check); otherwise the service must renew its certificate";
+                        break;
+                default:
+                        hint = c->ca_file ? "provisioning.ca_file does not hold the CA that signed the service's "
+                                            "certificate: install the right CA there"
+                                          : "the system CA store does not trust the service: set provisioning.ca_file";
+                }
+        } else {
+                char e[256] = "";
+                ERR_error_string_n(ERR_peek_last_error(), e, sizeof(e));
+                snprintf(detail, sizeof(detail), "%s:%d: TLS handshake failed: %s", c->endpoint, port,
+                         *e ? e : "the connection was closed");
+                hint = "is this port a TLS listener of the provisioning service? check provisioning.port";
+        }
+        goto done;
+oom:
+        snprintf(detail, sizeof(detail), "cannot set up TLS: out of memory");
+done:
+        check(arr, "tls", ok, detail, hint);
+        if (ssl)
+                SSL_free(ssl);
+        SSL_CTX_free(ctx);
 }
 
 static int verb_doctor(void) {
@@ -752,7 +1026,7 @@ static int verb_doctor(void) {
         snprintf(detail, sizeof(detail), "%s: %s", arg_config, have_conf ? "valid" : strna(error));
         check(arr, "config", have_conf, detail, "fix the file:line named above, then: edgeprovd --check-config");
 
-        if (have_conf) {
+        if (have_conf && c.attestation == ATTESTATION_SYMMETRIC_KEY) {
                 _cleanup_free_ char *kerr = NULL;
                 r = conf_read_key(&c, &key, &kerr);
                 key = erase_and_free(key);
@@ -762,11 +1036,7 @@ static int verb_doctor(void) {
         }
 
         struct stat st;
-        bool tpm = stat("/dev/tpmrm0", &st) >= 0 && access("/dev/tpmrm0", R_OK | W_OK) >= 0;
-        snprintf(detail, sizeof(detail), "/dev/tpmrm0 %s", tpm ? "accessible" : "not accessible");
-        check(arr, "tpm", tpm || (have_conf && c.attestation == ATTESTATION_SYMMETRIC_KEY), detail,
-              "load the TPM driver (tpm_tis/tpm_crb) or add the service user to group tss; TPM attestation needs it");
-        /* The EK certificate lives in TPM NV; reading it needs the TPM stack, which edgeprovd owns. */
+        doctor_tpm(arr, &c, have_conf);
 
         time_t now = time(NULL);
         struct tm tm;
@@ -776,18 +1046,8 @@ static int verb_doctor(void) {
         check(arr, "clock", clock_ok, detail,
               "SAS tokens carry an expiry: synchronise the clock (systemd-timesyncd, chrony) before provisioning");
 
-        if (have_conf) {
-                bool up = tcp_reachable(c.endpoint, c.port);
-                snprintf(detail, sizeof(detail), "%s:%d %s", c.endpoint, c.port, up ? "accepts TCP connections" : "unreachable");
-                check(arr, "service", up, detail,
-                      "check provisioning.endpoint/port, the network and firewalls; TLS is verified by edgeprovd "
-                      "against provisioning.ca_file");
-                if (c.ca_file) {
-                        bool ca = access(c.ca_file, R_OK) >= 0;
-                        snprintf(detail, sizeof(detail), "CA file %s %s", c.ca_file, ca ? "readable" : "not readable");
-                        check(arr, "tls", ca, detail, "install the service's CA certificate at provisioning.ca_file");
-                }
-        }
+        if (have_conf)
+                doctor_tls(arr, &c);
 
         if (state_dir(&dir) >= 0) {
                 bool ok = stat(dir, &st) >= 0 && S_ISDIR(st.st_mode) && !(st.st_mode & 0007);

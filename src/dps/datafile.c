@@ -9,6 +9,9 @@
 #include <json-c/json.h>
 
 #include "dps/datafile.h"
+#include "dps/webhook.h"
+#include <netdb.h>
+#include <sys/socket.h>
 #include "edgeprov/codec.h"
 #include "edgeprov/dps.h"
 #include "edgeprov/fileio.h"
@@ -325,7 +328,8 @@ DpsData *dps_data_free(DpsData *d) {
 
 static int parse_hub(struct json_object *o, const Path *p, char **reterr, DpsLinkedHub *ret) {
         static const char *const allowed[] = {
-                "name", "allocationWeight", "applyAllocationPolicy", "location", "connectionString", NULL,
+                "name", "allocationWeight", "applyAllocationPolicy", "location", "connectionString", "probeAddress",
+                NULL,
         };
         const char *s;
         int r;
@@ -365,7 +369,62 @@ static int parse_hub(struct json_object *o, const Path *p, char **reterr, DpsLin
         r = get_string(o, "connectionString", false, p, reterr, &s);
         if (r < 0)
                 return r;
+        /* our extension: where the lowest-latency policy measures the TCP connect time */
+        r = get_string(o, "probeAddress", false, p, reterr, &ret->probe_address);
+        if (r < 0)
+                return r;
+        if (ret->probe_address && dps_probe_address_parse(ret->probe_address, NULL, NULL) < 0) {
+                Path ap = PATH_KEY(p, "probeAddress");
+                return fail(reterr, -EINVAL, &ap, "'%.64s' is not a numeric IP:PORT (e.g. 192.0.2.7:443 or [2001:db8::7]:443)",
+                            ret->probe_address);
+        }
         return 0;
+}
+
+int dps_probe_address_parse(const char *s, struct sockaddr_storage *ret_addr, unsigned *ret_len) {
+        struct addrinfo hints = {
+                .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, /* never a DNS lookup: this must not block */
+                .ai_socktype = SOCK_STREAM,
+        };
+        struct addrinfo *ai = NULL;
+        char host[64];
+
+        if (!s)
+                return -EINVAL;
+        size_t l = strnlen(s, 80);
+        if (l == 0 || l >= 80)
+                return -EINVAL;
+        const char *colon = strrchr(s, ':');
+        if (!colon || colon == s || !colon[1])
+                return -EINVAL;
+        size_t hl = (size_t) (colon - s);
+        const char *h = s;
+        if (s[0] == '[') {
+                if (hl < 3 || s[hl - 1] != ']')
+                        return -EINVAL;
+                h = s + 1;
+                hl -= 2;
+        } else if (memchr(s, ':', hl))
+                return -EINVAL; /* an IPv6 address needs brackets */
+        if (hl == 0 || hl >= sizeof(host))
+                return -EINVAL;
+        memcpy(host, h, hl);
+        host[hl] = 0;
+        for (const char *c = colon + 1; *c; c++)
+                if (*c < '0' || *c > '9')
+                        return -EINVAL;
+        if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
+                return -EINVAL;
+        int port = atoi(colon + 1);
+        int r = port > 0 && port <= 65535 && ai->ai_addrlen <= sizeof(struct sockaddr_storage) ? 0 : -EINVAL;
+        if (r >= 0 && ret_addr) {
+                memset(ret_addr, 0, sizeof(*ret_addr));
+                memcpy(ret_addr, ai->ai_addr, ai->ai_addrlen);
+        }
+        if (r >= 0 && ret_len)
+                *ret_len = ai->ai_addrlen;
+        freeaddrinfo(ai);
+        return r;
 }
 
 static int parse_attestation(struct json_object *o, const Path *p, char **reterr, DpsEnrollment *e) {
@@ -520,8 +579,28 @@ static int parse_enrollment_common(const DpsData *d, struct json_object *o, cons
                 e->allocation_policy = dps_allocation_policy_from_string(s);
                 if (e->allocation_policy < 0)
                         return fail(reterr, -EINVAL, &pp, "unknown allocation policy '%s'", s);
-                if (e->allocation_policy == DPS_ALLOCATION_CUSTOM)
-                        return fail(reterr, -EOPNOTSUPP, &pp, "custom allocation is not supported");
+        }
+        if (e->allocation_policy == DPS_ALLOCATION_CUSTOM) {
+                /* the webhook of §7.3 (src/dps/webhook.c) */
+                struct json_object *def = member(o, "customAllocationDefinition");
+                Path dp = PATH_KEY(p, "customAllocationDefinition");
+                if (!def || !json_object_is_type(def, json_type_object))
+                        return fail(reterr, -EINVAL, &dp, "custom allocation needs an object with webhookUrl");
+                static const char *const allowed_def[] = { "webhookUrl", "apiVersion", NULL };
+                r = check_keys(def, allowed_def, &dp, reterr);
+                if (r < 0)
+                        return r;
+                r = get_string(def, "webhookUrl", true, &dp, reterr, &s);
+                if (r < 0)
+                        return r;
+                if (!dps_webhook_url_is_valid(s)) {
+                        Path up = PATH_KEY(&dp, "webhookUrl");
+                        return fail(reterr, -EINVAL, &up, "not an http:// or https:// URL of at most %d characters",
+                                    DPS_WEBHOOK_URL_MAX);
+                }
+                r = get_string(def, "apiVersion", false, &dp, reterr, &s);
+                if (r < 0)
+                        return r;
         }
         DpsAllocationPolicy eff = e->allocation_policy >= 0 ? e->allocation_policy : d->allocation_policy;
         if (eff == DPS_ALLOCATION_STATIC && !e->iot_hub_host_name && e->n_iot_hubs != 1)
@@ -1062,4 +1141,106 @@ int dps_data_remove_individual(DpsData *d, const char *registration_id, char **r
 int dps_data_remove_group(DpsData *d, const char *enrollment_group_id, char **reterr_message) {
         return data_remove_enrollment(d, "enrollmentGroups", "enrollmentGroupId", enrollment_group_id,
                                       reterr_message);
+}
+
+static const struct {
+        const char *list;
+        const char *key;
+        const char *what;
+} put_table[_DPS_DATA_LIST_MAX] = {
+        [DPS_DATA_LINKED_HUBS] = { "linkedHubs", "name", "linked hub" },
+        [DPS_DATA_INDIVIDUAL_ENROLLMENTS] = { "individualEnrollments", "registrationId", "individual enrollment" },
+        [DPS_DATA_ENROLLMENT_GROUPS] = { "enrollmentGroups", "enrollmentGroupId", "enrollment group" },
+};
+
+struct json_object *dps_data_find_json(const DpsData *d, DpsDataList list, const char *id) {
+        struct json_object *arr;
+
+        if (!d || !id || list < 0 || list >= _DPS_DATA_LIST_MAX)
+                return NULL;
+        arr = member(d->root, put_table[list].list);
+        if (!arr || !json_object_is_type(arr, json_type_array))
+                return NULL;
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                struct json_object *e = json_object_array_get_idx(arr, i);
+                const char *s = json_get_string(e, put_table[list].key);
+                if (s && strcaseeq(s, id))
+                        return e;
+        }
+        return NULL;
+}
+
+int dps_data_put(DpsData *d, DpsDataList list, struct json_object *object, DpsDataPutMode mode,
+                 char **reterr_message) {
+        _cleanup_json_ struct json_object *root = NULL, *owned = object;
+        struct json_object *arr;
+        int r;
+
+        if (!d || !object || list < 0 || list >= _DPS_DATA_LIST_MAX)
+                return -EINVAL;
+        if (!json_object_is_type(object, json_type_object))
+                return fail(reterr_message, -EINVAL, NULL, "the %s must be a JSON object", put_table[list].what);
+        const char *id = json_get_string(object, put_table[list].key);
+        if (isempty(id))
+                return fail(reterr_message, -EINVAL, NULL, "%s: missing (a string)", put_table[list].key);
+
+        r = data_copy_root(d, &root);
+        if (r < 0)
+                return r;
+        r = root_array(root, put_table[list].list, &arr);
+        if (r < 0)
+                return r;
+
+        size_t n = json_object_array_length(arr), i;
+        for (i = 0; i < n; i++) {
+                const char *s = json_get_string(json_object_array_get_idx(arr, i), put_table[list].key);
+                if (s && strcaseeq(s, id))
+                        break;
+        }
+        if (i < n && mode == DPS_DATA_PUT_CREATE)
+                return fail(reterr_message, -EEXIST, NULL, "%s '%s' exists already", put_table[list].what, id);
+        if (i >= n && mode == DPS_DATA_PUT_UPDATE)
+                return fail(reterr_message, -ENOENT, NULL, "no %s '%s'", put_table[list].what, id);
+
+        if (i < n)
+                r = json_object_array_put_idx(arr, i, owned);
+        else
+                r = json_object_array_add(arr, owned);
+        if (r < 0)
+                return -ENOMEM;
+        TAKE_PTR(owned);
+        return data_replace_root(d, TAKE_PTR(root), reterr_message);
+}
+
+int dps_data_remove(DpsData *d, DpsDataList list, const char *id, char **reterr_message) {
+        _cleanup_json_ struct json_object *root = NULL;
+        struct json_object *arr;
+        int r;
+
+        if (!d || !id || list < 0 || list >= _DPS_DATA_LIST_MAX)
+                return -EINVAL;
+        r = data_copy_root(d, &root);
+        if (r < 0)
+                return r;
+        r = root_array(root, put_table[list].list, &arr);
+        if (r < 0)
+                return r;
+        r = array_remove_by(arr, put_table[list].key, id);
+        if (r == -ENOENT)
+                return fail(reterr_message, r, NULL, "no %s '%s'", put_table[list].what, id);
+        if (r < 0)
+                return r;
+        return data_replace_root(d, TAKE_PTR(root), reterr_message);
+}
+
+int dps_data_copy(const DpsData *d, DpsData **ret) {
+        struct json_object *root = NULL;
+        int r;
+
+        if (!d || !ret)
+                return -EINVAL;
+        r = data_copy_root(d, &root);
+        if (r < 0)
+                return r;
+        return dps_data_from_json(root, ret, NULL);
 }

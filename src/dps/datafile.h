@@ -45,9 +45,9 @@ typedef enum DpsAttestationType {
 
 typedef enum DpsAllocationPolicy {
         DPS_ALLOCATION_HASHED,
-        DPS_ALLOCATION_GEO_LATENCY, /* treated like hashed: there is no latency to measure */
+        DPS_ALLOCATION_GEO_LATENCY, /* the lowest TCP connect time to the hubs' probeAddress (latency.c) */
         DPS_ALLOCATION_STATIC,
-        DPS_ALLOCATION_CUSTOM,      /* accepted in files, refused at load (no webhooks yet) */
+        DPS_ALLOCATION_CUSTOM,      /* the enrollment's customAllocationDefinition.webhookUrl (webhook.c) */
         _DPS_ALLOCATION_MAX,
         _DPS_ALLOCATION_INVALID = -EINVAL,
 } DpsAllocationPolicy;
@@ -61,6 +61,7 @@ typedef struct DpsLinkedHub {
         const char *name;
         unsigned allocation_weight;     /* 1..1000, default 1 */
         bool apply_allocation_policy;   /* default true */
+        const char *probe_address;      /* "IP:PORT" / "[IPv6]:PORT" (numeric), NULL when absent */
 } DpsLinkedHub;
 
 typedef struct DpsEnrollment {
@@ -98,7 +99,7 @@ typedef struct DpsData {
  *   -EINVAL   bad JSON, wrong type, missing or invalid value
  *   -E2BIG    file or list too large
  *   -EEXIST   duplicate registration id / group id / hub
- *   -EOPNOTSUPP  a valid DPS setting this service does not implement (custom allocation)
+ *   -EOPNOTSUPP  a valid DPS setting this service does not implement
  *   -ENOENT   (load) no such file / (remove) no such enrollment */
 int dps_data_new(const char *id_scope, DpsData **ret);
 int dps_data_parse(const void *buf, size_t len, DpsData **ret, char **reterr_message);
@@ -131,7 +132,39 @@ int dps_data_add_group(DpsData *d, struct json_object *group, char **reterr_mess
 int dps_data_remove_individual(DpsData *d, const char *registration_id, char **reterr_message);
 int dps_data_remove_group(DpsData *d, const char *enrollment_group_id, char **reterr_message);
 
+/* Generic edits for the admin API (src/dps/admin.c): create or replace (by name /
+ * registrationId / enrollmentGroupId, case-insensitively) one entry of a list, or remove it.
+ * The whole result is validated; d is unchanged on failure.  dps_data_put takes ownership of
+ * object (also on failure).  -EEXIST: create of an existing entry; -ENOENT: update or remove
+ * of a missing one; -EINVAL (with the field named): the result does not validate, e.g. a hub
+ * still used by an enrollment. */
+typedef enum DpsDataList {
+        DPS_DATA_LINKED_HUBS,
+        DPS_DATA_INDIVIDUAL_ENROLLMENTS,
+        DPS_DATA_ENROLLMENT_GROUPS,
+        _DPS_DATA_LIST_MAX,
+        _DPS_DATA_LIST_INVALID = -EINVAL,
+} DpsDataList;
+
+typedef enum DpsDataPutMode {
+        DPS_DATA_PUT_CREATE,
+        DPS_DATA_PUT_UPDATE,
+        DPS_DATA_PUT_ANY,
+} DpsDataPutMode;
+
+int dps_data_put(DpsData *d, DpsDataList list, struct json_object *object, DpsDataPutMode mode,
+                 char **reterr_message);
+int dps_data_remove(DpsData *d, DpsDataList list, const char *id, char **reterr_message);
+/* The JSON object of an entry (borrowed from d's tree), NULL when absent. */
+struct json_object *dps_data_find_json(const DpsData *d, DpsDataList list, const char *id);
+/* A deep copy (for editing without touching d). */
+int dps_data_copy(const DpsData *d, DpsData **ret);
+
 /* Helpers shared with the admin tool. */
+struct sockaddr_storage;
+/* A numeric "IPv4:PORT" or "[IPv6]:PORT" (no name lookups: the service must never block);
+ * either output may be NULL.  -EINVAL otherwise. */
+int dps_probe_address_parse(const char *s, struct sockaddr_storage *ret_addr, unsigned *ret_len);
 bool dps_hub_name_is_valid(const char *name);
 bool dps_device_id_is_valid(const char *id);
 /* 0 if s is base64 of DPS_SYMMETRIC_KEY_MIN..MAX bytes. */

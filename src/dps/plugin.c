@@ -9,8 +9,18 @@
  *   plugin_opt_admin_password_file /etc/edgeprov/dps-admin.password
  *                          (the admin's password; the first line of the file)
  *   plugin_opt_registrations_per_minute 1000                (0, the default: no limit; 429 beyond)
+ *   plugin_opt_webhook_timeout 10                           (seconds a custom allocation webhook may take,
+ *                          1..60; default 10)
+ *   plugin_opt_webhook_cafile /etc/ssl/certs/webhook-ca.pem  (CA of https webhooks; default: the system's)
+ *   plugin_opt_latency_probe_interval 30                    (seconds between TCP connect probes of the
+ *                          hubs' probeAddress for geoLatency, 1..3600; default 30)
+ *   plugin_opt_latency_probe_timeout 3                      (seconds a probe may take, 1..60; default 3)
+ *   plugin_opt_operation_lifetime 600                       (seconds an operation id can be polled,
+ *                          1..86400; default 600)
  *   plugin_opt_registrations_db /var/lib/edgeprov-dps/registrations.db
  *                          (optional: durable registration records, SQLite WAL; see store.h)
+ *   plugin_opt_clock_offset -7200                            (tests only: seconds the service's
+ *                          clock runs ahead (or behind, negative) of the system clock)
  *
  * Connections whose username is a DPS username ({scope}/registrations/{id}/api-version=...)
  * are ours.  They are accepted even with a bad SAS token, so that the device gets a clear 401
@@ -27,18 +37,22 @@
  * second) and on SIGHUP; a broken file is logged and the previous data stays in use.
  *
  * Must be loaded with per_listener_settings false (the default) so that one instance serves
- * every listener; the plugin needs no TICK. */
+ * every listener.  MOSQ_EVT_TICK drives the custom allocation webhooks (libcurl multi, never
+ * blocking): mosquitto 2.0.11 calls it once per main-loop pass, i.e. after every batch of socket
+ * events and at least every 100 ms (its epoll wait times out after 100 ms). */
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 #include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #include "dps/admin.h"
 #include "dps/service.h"
@@ -58,7 +72,18 @@ typedef struct Plugin {
         char *admin_username;
         char *admin_password;      /* wiped on free */
         const void *admins[ADMIN_CONNECTIONS_MAX]; /* connections authenticated as the admin */
+        int64_t clock_offset_usec; /* plugin_opt_clock_offset: tests of a far-off clock */
 } Plugin;
+
+static uint64_t plugin_clock(void *userdata) {
+        const Plugin *p = userdata;
+        struct timespec ts;
+        int64_t t;
+
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        t = (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + p->clock_offset_usec;
+        return t < 0 ? 0 : (uint64_t) t;
+}
 
 static bool is_admin(const Plugin *p, const void *client) {
         for (size_t i = 0; i < ADMIN_CONNECTIONS_MAX; i++)
@@ -123,8 +148,18 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
                 return admin_auth(p, ed->client, ed->password);
 
         const char *password = ed->password;
-        r = dps_service_connect(p->service, ed->client, mosquitto_client_id(ed->client), ed->username, password,
-                                password ? strlen(password) : 0, NULL);
+        /* X.509 (issue 6): on a listener with require_certificate, mosquitto has verified the
+         * chain against its cafile and gives us the leaf; the service builds the chain again from
+         * its CA certificates and the groups' signing certificates (attest-x509.c). */
+        STACK_OF(X509) *chain = NULL;
+        X509 *leaf = mosquitto_client_certificate(ed->client);
+        if (leaf && (!(chain = sk_X509_new_null()) || !sk_X509_push(chain, leaf))) {
+                X509_free(leaf);
+                sk_X509_free(chain);
+                return MOSQ_ERR_NOMEM;
+        }
+        r = dps_service_connect_x509(p->service, ed->client, mosquitto_client_id(ed->client), ed->username, password,
+                                     password ? strlen(password) : 0, chain, NULL);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up the DPS connection: %m");
                 return MOSQ_ERR_AUTH;
@@ -250,6 +285,15 @@ static int on_disconnect(int event, void *event_data, void *userdata) {
         return MOSQ_ERR_SUCCESS;
 }
 
+/* Custom allocation webhooks advance here without blocking (curl_multi_perform). */
+static int on_tick(int event, void *event_data, void *userdata) {
+        Plugin *p = userdata;
+        int r = dps_service_process(p->service);
+        if (r < 0)
+                log_error_errno(r, "Failed to process the custom allocation webhooks: %m");
+        return MOSQ_ERR_SUCCESS;
+}
+
 /* SIGHUP: read the data file again even if it looks unchanged. */
 static int on_reload(int event, void *event_data, void *userdata) {
         _cleanup_free_ char *msg = NULL;
@@ -305,6 +349,7 @@ static const struct {
         { MOSQ_EVT_MESSAGE, on_message },
         { MOSQ_EVT_DISCONNECT, on_disconnect },
         { MOSQ_EVT_RELOAD, on_reload },
+        { MOSQ_EVT_TICK, on_tick },
 };
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions) {
@@ -316,7 +361,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
         _cleanup_free_ char *msg = NULL;
         const char *data_file = NULL, *id_scope = NULL, *registrations_db = NULL, *admin_username = NULL,
                    *admin_password_file = NULL;
-        unsigned retry_after = DPS_RETRY_AFTER_DEFAULT, per_minute = 0;
+        unsigned retry_after = DPS_RETRY_AFTER_DEFAULT, per_minute = 0, operation_lifetime = 0, webhook_timeout = 0;
+        const char *webhook_cafile = NULL;
+        unsigned probe_interval = 0, probe_timeout = 0;
+        long long clock_offset = 0;
         Plugin *p;
         int r;
 
@@ -337,7 +385,28 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                         admin_username = v;
                 else if (streq(k, "admin_password_file"))
                         admin_password_file = v;
-                else if (streq(k, "registrations_per_minute")) {
+                else if (streq(k, "latency_probe_interval") || streq(k, "latency_probe_timeout")) {
+                        bool interval = streq(k, "latency_probe_interval");
+                        if (parse_unsigned(v, 1, interval ? 3600 : 60, interval ? &probe_interval : &probe_timeout) < 0) {
+                                log_error("plugin_opt_%s: '%s' is not a number of seconds in 1..%d.", k, strna(v),
+                                          interval ? 3600 : 60);
+                                return MOSQ_ERR_INVAL;
+                        }
+                } else if (streq(k, "webhook_cafile"))
+                        webhook_cafile = v;
+                else if (streq(k, "webhook_timeout")) {
+                        if (parse_unsigned(v, 1, 60, &webhook_timeout) < 0) {
+                                log_error("plugin_opt_webhook_timeout: '%s' is not a number of seconds in 1..60.",
+                                          strna(v));
+                                return MOSQ_ERR_INVAL;
+                        }
+                } else if (streq(k, "operation_lifetime")) {
+                        if (parse_unsigned(v, 1, 86400, &operation_lifetime) < 0) {
+                                log_error("plugin_opt_operation_lifetime: '%s' is not a number of seconds in 1..86400.",
+                                          strna(v));
+                                return MOSQ_ERR_INVAL;
+                        }
+                } else if (streq(k, "registrations_per_minute")) {
                         if (parse_unsigned(v, 0, 1000000, &per_minute) < 0) {
                                 log_error("plugin_opt_registrations_per_minute: '%s' is not a number in 0..1000000.",
                                           strna(v));
@@ -348,6 +417,16 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                         if (parse_unsigned(v, 1, DPS_RETRY_AFTER_MAX, &retry_after) < 0) {
                                 log_error("plugin_opt_retry_after: '%s' is not a number of seconds in 1..%d.",
                                           strna(v), DPS_RETRY_AFTER_MAX);
+                                return MOSQ_ERR_INVAL;
+                        }
+                } else if (streq(k, "clock_offset")) {
+                        /* for tests: the service's clock runs this many seconds ahead (or behind) */
+                        char *end = NULL;
+                        errno = 0;
+                        clock_offset = v ? strtoll(v, &end, 10) : 0;
+                        if (!v || end == v || *end || errno || llabs(clock_offset) > 20LL * 365 * 86400) {
+                                log_error("plugin_opt_clock_offset: '%s' is not a number of seconds within 20 years.",
+                                          strna(v));
                                 return MOSQ_ERR_INVAL;
                         }
                 } else
@@ -374,6 +453,11 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                 return MOSQ_ERR_NOMEM;
         }
         (void) dps_service_set_retry_after(p->service, retry_after);
+        if (clock_offset != 0) {
+                p->clock_offset_usec = (int64_t) clock_offset * 1000000;
+                dps_service_set_clock(p->service, plugin_clock, p);
+                log_warning("plugin_opt_clock_offset: the service's clock runs %lld s off the system clock.", clock_offset);
+        }
         if (id_scope && dps_service_set_id_scope(p->service, id_scope) < 0) {
                 plugin_free(p);
                 return MOSQ_ERR_NOMEM;
@@ -399,6 +483,14 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 
         DpsServiceLimits limits = DPS_LIMITS_DEFAULT;
         limits.registrations_per_minute = per_minute;
+        if (operation_lifetime > 0)
+                limits.operation_lifetime_usec = (uint64_t) operation_lifetime * 1000000;
+        dps_service_set_latency_options(p->service, (uint64_t) probe_interval * 1000000,
+                                        (uint64_t) probe_timeout * 1000000);
+        if (dps_service_set_webhook_options(p->service, webhook_timeout * 1000, webhook_cafile) < 0) {
+                plugin_free(p);
+                return MOSQ_ERR_NOMEM;
+        }
         dps_service_set_limits(p->service, &limits);
 
         if (!isempty(registrations_db)) {

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <search.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <json-c/json.h>
@@ -22,6 +26,9 @@
 #include "edgeprov/macro.h"
 #include "edgeprov/sas.h"
 #include "dps/attest-tpm.h"
+#include "dps/webhook.h"
+#include "dps/latency.h"
+#include "dps/attest-x509.h"
 
 #define USEC_PER_SEC UINT64_C(1000000)
 #define RELOAD_CHECK_INTERVAL_USEC USEC_PER_SEC
@@ -66,6 +73,7 @@ typedef enum DpsAuth {
         DPS_AUTH_INTERNAL,
         DPS_AUTH_TPM_CHALLENGE,    /* TPM enrollment, no password: a register gets the 401 challenge */
         DPS_AUTH_TPM_NO_CHALLENGE, /* TPM enrollment, a password but no key issued (any more) */
+        DPS_AUTH_X509,             /* X.509 refused: the reason is in c->x509_message (attest-x509.c) */
         _DPS_AUTH_MAX,
 } DpsAuth;
 
@@ -86,6 +94,7 @@ static const char *const auth_message_table[_DPS_AUTH_MAX] = {
         [DPS_AUTH_TPM_NO_CHALLENGE] = "Unauthorized: no TPM challenge is outstanding for this registration (never "
                                       "issued, expired, replaced or already used); connect without a password and "
                                       "register again",
+        [DPS_AUTH_X509] = "Unauthorized: the client certificate was refused",
 };
 
 struct DpsClient {
@@ -98,9 +107,19 @@ struct DpsClient {
         DpsAuth auth;
         const DpsEnrollment *enrollment; /* valid while auth_generation == s->generation */
         uint64_t expiry;           /* se of the token, seconds */
+        STACK_OF(X509) *x509_chain; /* the TLS client certificate chain, leaf first, or NULL */
+        char *x509_message;        /* why X.509 authentication failed */
+        bool poll_vouched;         /* HTTPS front (rest.c): may poll, see dps_client_vouch_for_poll */
 };
 
 struct DpsService {
+        DpsWebhook *webhook;       /* custom allocation (created on first use) */
+        unsigned webhook_timeout_msec;
+        char *webhook_cafile;
+        DpsLatency *latency;       /* geoLatency probes (created when a hub has a probeAddress) */
+        uint64_t latency_generation; /* of the data the probes were synced to */
+        uint64_t latency_interval_usec, latency_timeout_usec;
+        bool freeing;
         DpsData *data;
         uint64_t generation;
 
@@ -128,6 +147,8 @@ struct DpsService {
         size_t operation_bytes;
         TAILQ_HEAD(, DpsOperation) operation_queue; /* oldest first */
         DpsTpmKeys *tpm_keys;      /* issued TPM challenge keys (src/dps/attest-tpm.c) */
+        DpsCaStore *ca_store;      /* CA certificates for X.509 (src/dps/attest-x509.c) */
+        STACK_OF(X509) *pending_chain; /* handed from dps_service_connect_x509 to dps_service_connect */
 };
 
 /* ---- small helpers -------------------------------------------------------------------- */
@@ -250,6 +271,9 @@ static DpsClient *client_free(DpsClient *c) {
         if (!c)
                 return NULL;
         free(c->registration_id);
+        if (c->x509_chain)
+                sk_X509_pop_free(c->x509_chain, X509_free);
+        free(c->x509_message);
         if (c->password) {
                 explicit_bzero(c->password, c->password_len);
                 free(c->password);
@@ -306,6 +330,18 @@ static void operations_purge_expired(DpsService *s, uint64_t now) {
         }
 }
 
+/* Stored operation records expire like the ones in memory; a few are removed with every new
+ * one (oldest first, through the index on created_usec), so the table stays bounded at O(1)
+ * amortised cost per registration. */
+#define STORED_OPERATIONS_PURGE_BATCH 4
+
+static void operations_purge_stored(DpsService *s, uint64_t now) {
+        if (!s->store || now < s->limits.operation_lifetime_usec)
+                return;
+        (void) dps_store_purge_operations(s->store, now - s->limits.operation_lifetime_usec,
+                                          STORED_OPERATIONS_PURGE_BATCH, NULL);
+}
+
 static DpsOperation *operation_find(DpsService *s, const char *id) {
         DpsOperation key = { .id = (char *) id };
         void **p = tfind(&key, &s->operations, operation_cmp);
@@ -335,6 +371,11 @@ int dps_service_new(DpsService **ret) {
                 free(s);
                 return -ENOMEM;
         }
+        if (dps_ca_store_new(&s->ca_store) < 0) {
+                dps_tpm_keys_free(s->tpm_keys);
+                free(s);
+                return -ENOMEM;
+        }
 
         *ret = s;
         return 0;
@@ -346,12 +387,17 @@ DpsService *dps_service_free(DpsService *s) {
         if (!s)
                 return NULL;
 
+        s->freeing = true;
+        dps_webhook_free(s->webhook); /* its callbacks only free their context now */
+        dps_latency_free(s->latency);
+        free(s->webhook_cafile);
         while ((op = TAILQ_FIRST(&s->operation_queue)))
                 operation_remove(s, op);
         tdestroy(s->registrations, registration_free);
         tdestroy(s->clients, client_free_void);
         dps_data_free(s->data);
         dps_tpm_keys_free(s->tpm_keys);
+        dps_ca_store_free(s->ca_store);
         dps_store_free(s->store);
         free(s->data_path);
         free(s->id_scope_override);
@@ -441,6 +487,95 @@ int dps_service_reload_if_changed(DpsService *s, bool force, char **reterr_messa
         return 1;
 }
 
+_printf_(2, 3) static void set_message(char **ret, const char *fmt, ...) {
+        va_list ap;
+        char *m = NULL;
+
+        if (!ret)
+                return;
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        free(*ret);
+        *ret = m;
+}
+
+/* Admin edits (see service.h).  The data file stays the source of truth: the edit is applied to
+ * a copy of the current data, the copy is written atomically (temp file, fsync, rename) under
+ * an advisory flock() on the data file's directory (as edgeprov-dpsctl --data takes it;
+ * here without waiting: -EBUSY), and only then
+ * replaces the data in use.  Other processes (edgeprov-dpsctl --data, the HTTPS front) see the
+ * new file by its changed stat, like any other change. */
+int dps_service_edit_data(DpsService *s, DpsDataEditFunc edit, void *userdata, char **reterr_message) {
+        _cleanup_(dps_data_freep) DpsData *n = NULL;
+        _cleanup_free_ char *lock_path = NULL, *msg = NULL;
+        _cleanup_close_ int lock_fd = -EBADF;
+        struct stat st;
+        int r;
+
+        if (!s || !edit)
+                return -EINVAL;
+
+        if (s->data_path) {
+                /* the lock edgeprov-dpsctl --data takes: the data file's directory (the file is
+                 * replaced on every save, so it cannot carry the lock) */
+                lock_path = strdup(s->data_path);
+                if (!lock_path)
+                        return -ENOMEM;
+                const char *dir = dirname(lock_path);
+                lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (lock_fd < 0) {
+                        r = -errno;
+                        if (reterr_message)
+                                set_message(reterr_message, "%s: %s", dir, strerror(-r));
+                        return r;
+                }
+                if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                        r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                        if (reterr_message)
+                                set_message(reterr_message, "the data file is being edited by another "
+                                                                "process, retry");
+                        return r;
+                }
+
+                /* pick up edits made to the file since it was last read */
+                s->last_reload_check_usec = 0;
+                r = dps_service_reload_if_changed(s, /* force= */ false, &msg);
+                if (r < 0) {
+                        if (reterr_message)
+                                set_message(reterr_message, "the data file on disk is broken, fix it first: %s",
+                                                strna(msg));
+                        return -EBADMSG;
+                }
+        }
+        if (!s->data)
+                return -ENODATA;
+
+        r = dps_data_copy(s->data, &n);
+        if (r < 0)
+                return r;
+        r = edit(n, userdata, reterr_message);
+        if (r < 0)
+                return r;
+
+        if (s->data_path) {
+                r = dps_data_save(n, s->data_path);
+                if (r < 0) {
+                        if (reterr_message)
+                                set_message(reterr_message, "%s: %s", s->data_path, strerror(-r));
+                        return r;
+                }
+                if (stat(s->data_path, &st) >= 0) {
+                        s->data_stat = st;
+                        s->have_failed_stat = false;
+                } else
+                        s->data_stat = (struct stat) {}; /* read again at the next check */
+        }
+        service_swap_data(s, TAKE_PTR(n));
+        return 0;
+}
+
 int dps_service_set_id_scope(DpsService *s, const char *id_scope) {
         char *c = NULL;
 
@@ -470,7 +605,12 @@ int dps_service_open_store(DpsService *s, const char *path, char **reterr_messag
                 return r;
         dps_store_free(s->store);
         s->store = st;
-        return 0;
+        /* the CA certificates live in the same database, in a table of their own */
+        return dps_ca_store_open_db(s->ca_store, path, reterr_message);
+}
+
+DpsCaStore *dps_service_get_ca_store(const DpsService *s) {
+        return s ? s->ca_store : NULL;
 }
 
 DpsStore *dps_service_get_store(const DpsService *s) {
@@ -618,6 +758,19 @@ static void client_authenticate(DpsClient *c, uint64_t now) {
                 if (d->groups[i].attestation == DPS_ATTESTATION_SYMMETRIC_KEY)
                         have_groups = true;
 
+        /* X.509 (attest-x509.c): a client certificate and no SAS token, or an X.509 individual
+         * enrollment */
+        if (c->x509_chain && (ind ? ind->attestation == DPS_ATTESTATION_X509 : !c->password)) {
+                free(c->x509_message);
+                c->x509_message = NULL;
+                r = dps_x509_authenticate(s->ca_store, d, c->registration_id, c->x509_chain, now, &c->enrollment,
+                                          &c->expiry, &c->x509_message);
+                c->auth = r == 0 ? DPS_AUTH_OK : r == -EACCES ? DPS_AUTH_X509 : DPS_AUTH_INTERNAL;
+                if (r < 0)
+                        c->enrollment = NULL;
+                return;
+        }
+
         if (!ind && !have_groups) {
                 c->auth = DPS_AUTH_NOT_ENROLLED;
                 return;
@@ -747,6 +900,7 @@ int dps_service_connect(DpsService *s, const void *conn, const char *client_id, 
         c->service = s;
         c->conn = conn;
         c->registration_id = TAKE_PTR(u.registration_id);
+        c->x509_chain = TAKE_PTR(s->pending_chain);
         if (password && password_len > 0) {
                 c->password = malloc(password_len + 1);
                 if (!c->password) {
@@ -771,7 +925,7 @@ int dps_service_connect(DpsService *s, const void *conn, const char *client_id, 
                           c->enrollment->enrollment_group_id ?: c->enrollment->registration_id);
         else
                 log_info("DPS client '%s' connected, but will be refused: %s.", c->registration_id,
-                         auth_message_table[c->auth]);
+                         c->auth == DPS_AUTH_X509 && c->x509_message ? c->x509_message : auth_message_table[c->auth]);
 
         if (ret_client)
                 *ret_client = c;
@@ -844,19 +998,13 @@ static int hub_score(const char *hub, const char *registration_id, unsigned weig
         return 0;
 }
 
-int dps_allocate_hub(const DpsData *d, const DpsEnrollment *e, const char *registration_id, const char **ret_hub) {
+/* The weighted rendezvous hash over the candidate hubs (the enrollment's iotHubs, else the
+ * linked hubs with applyAllocationPolicy) that keep() accepts (all when keep is NULL). */
+static int allocate_hashed(const DpsData *d, const DpsEnrollment *e, const char *registration_id,
+                           bool (*keep)(const DpsLinkedHub *h, void *userdata), void *userdata, const char **ret_hub) {
         const char *best = NULL;
         double best_score = 0;
         int r;
-
-        if (!d || !e || !registration_id || !ret_hub)
-                return -EINVAL;
-
-        if (e->iot_hub_host_name) {
-                const DpsLinkedHub *h = dps_data_find_hub(d, e->iot_hub_host_name);
-                *ret_hub = h ? h->name : e->iot_hub_host_name;
-                return 0;
-        }
 
         size_t n = e->n_iot_hubs > 0 ? e->n_iot_hubs : d->n_hubs;
         for (size_t i = 0; i < n; i++) {
@@ -870,6 +1018,8 @@ int dps_allocate_hub(const DpsData *d, const DpsEnrollment *e, const char *regis
                         if (!h->apply_allocation_policy)
                                 continue;
                 }
+                if (keep && !keep(h, userdata))
+                        continue;
 
                 double score;
                 r = hub_score(h->name, registration_id, h->allocation_weight, &score);
@@ -885,6 +1035,74 @@ int dps_allocate_hub(const DpsData *d, const DpsEnrollment *e, const char *regis
 
         *ret_hub = best;
         return 0;
+}
+
+static int static_hub(const DpsData *d, const DpsEnrollment *e, const char **ret_hub) {
+        const DpsLinkedHub *h = dps_data_find_hub(d, e->iot_hub_host_name);
+        *ret_hub = h ? h->name : e->iot_hub_host_name;
+        return 0;
+}
+
+int dps_allocate_hub(const DpsData *d, const DpsEnrollment *e, const char *registration_id, const char **ret_hub) {
+        if (!d || !e || !registration_id || !ret_hub)
+                return -EINVAL;
+        if (e->iot_hub_host_name)
+                return static_hub(d, e, ret_hub);
+        return allocate_hashed(d, e, registration_id, NULL, NULL, ret_hub);
+}
+
+typedef struct LatencyFilter {
+        DpsLatencyFunc latency;
+        void *userdata;
+        bool found;                /* a candidate was measured reachable */
+        uint64_t best;             /* its lowest connect time */
+        uint64_t limit;            /* ties: up to this */
+} LatencyFilter;
+
+static bool keep_measured(const DpsLinkedHub *h, void *userdata) {
+        LatencyFilter *f = userdata;
+        uint64_t t;
+        if (f->latency(h->name, &t, f->userdata) < 0)
+                return false;
+        if (!f->found || t < f->best)
+                f->best = t;
+        f->found = true;
+        return true;
+}
+
+static bool keep_tied(const DpsLinkedHub *h, void *userdata) {
+        LatencyFilter *f = userdata;
+        uint64_t t;
+        return f->latency(h->name, &t, f->userdata) >= 0 && t <= f->limit;
+}
+
+static bool keep_not_unreachable(const DpsLinkedHub *h, void *userdata) {
+        LatencyFilter *f = userdata;
+        return f->latency(h->name, NULL, f->userdata) != -EHOSTUNREACH;
+}
+
+int dps_allocate_hub_latency(const DpsData *d, const DpsEnrollment *e, const char *registration_id,
+                             DpsLatencyFunc latency, void *userdata, const char **ret_hub) {
+        LatencyFilter f = { .latency = latency, .userdata = userdata };
+        const char *ignored;
+        int r;
+
+        if (!d || !e || !registration_id || !latency || !ret_hub)
+                return -EINVAL;
+        if (e->iot_hub_host_name)
+                return static_hub(d, e, ret_hub);
+
+        /* the lowest connect time among the reachable candidates… */
+        r = allocate_hashed(d, e, registration_id, keep_measured, &f, &ignored);
+        if (r < 0 && r != -ENXIO)
+                return r;
+        if (f.found) {
+                /* …with ties (within max(1 ms, 20 %)) broken by the weighted hash */
+                f.limit = f.best + MAX((uint64_t) DPS_LATENCY_TIE_USEC, f.best * DPS_LATENCY_TIE_PERCENT / 100);
+                return allocate_hashed(d, e, registration_id, keep_tied, &f, ret_hub);
+        }
+        /* nothing measured yet: hashed, without the hubs known to be unreachable */
+        return allocate_hashed(d, e, registration_id, keep_not_unreachable, &f, ret_hub);
 }
 
 /* ---- replies ------------------------------------------------------------------------------ */
@@ -955,6 +1173,27 @@ _printf_(7, 8) static int reply_error(DpsService *s, const char *rid, unsigned s
         return 0;
 }
 
+/* 202 {operationId, status: assigning} with retry-after: the register answer, and the poll
+ * answer while a custom allocation is still running. */
+static int reply_assigning(DpsService *s, const char *rid, const char *operation_id, DpsReply *ret) {
+        _cleanup_json_ struct json_object *o = json_object_new_object();
+        DpsReply reply = { .status = 202 };
+        int r;
+
+        if (!o || json_add_string(o, "operationId", operation_id) < 0 || json_add_string(o, "status", "assigning") < 0)
+                return -ENOMEM;
+        r = json_to_string(o, &reply.body, &reply.body_len);
+        if (r < 0)
+                return r;
+        r = reply_topic(202, rid, (int) s->retry_after, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r;
+        }
+        *ret = reply;
+        return 0;
+}
+
 static int reply_auth_error(DpsClient *c, const char *rid, DpsAuth auth, DpsReply *ret) {
         DpsService *s = c->service;
 
@@ -976,6 +1215,9 @@ static int reply_auth_error(DpsClient *c, const char *rid, DpsAuth auth, DpsRepl
         case DPS_AUTH_EXPIRED:
         case DPS_AUTH_BAD_SIGNATURE:
         case DPS_AUTH_NO_GROUP_MATCH:
+        case DPS_AUTH_X509:
+                return reply_error(s, rid, 401, DPS_ERROR_UNAUTHORIZED, -1, ret, "%s",
+                                   c->x509_message ?: auth_message_table[auth]);
         case DPS_AUTH_TPM_CHALLENGE:
         case DPS_AUTH_TPM_NO_CHALLENGE:
         case DPS_AUTH_OK:
@@ -1194,7 +1436,8 @@ static int take_string(char **dst, char *src) {
  * On failure reg is left as it was (the caller answers 503). */
 static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnrollment *e, DpsStatus status,
                                const char *device_id, const char *hub, int64_t error_code,
-                               const char *error_message, const char *etag, uint64_t now) {
+                               const char *error_message, const char *etag, uint64_t now,
+                               const char *twin_override) {
         _cleanup_free_ char *n_hub = NULL, *n_initial = NULL, *n_substatus = NULL, *n_twin = NULL, *n_dev = NULL,
                             *n_group = NULL;
         const char *substatus = NULL;
@@ -1239,7 +1482,11 @@ static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnr
                 if (reg->initial_twin && !(n_twin = strdup(reg->initial_twin)))
                         return -ENOMEM;
         } else {
-                r = enrollment_twin(e, &n_twin);
+                if (twin_override) {
+                        n_twin = strdup(twin_override);
+                        r = n_twin ? 0 : -ENOMEM;
+                } else
+                        r = enrollment_twin(e, &n_twin);
                 if (r < 0)
                         return r;
         }
@@ -1278,17 +1525,434 @@ static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnr
         return 0;
 }
 
+/* ---- custom allocation (webhook, dps-protocol.md §7.3) -------------------------------------- */
+
+static DpsAllocationPolicy enrollment_policy(const DpsData *d, const DpsEnrollment *e) {
+        if (e->allocation_policy >= 0)
+                return e->allocation_policy;
+        return d ? d->allocation_policy : DPS_ALLOCATION_HASHED;
+}
+
+typedef struct CustomAllocation {
+        DpsService *service;
+        char *operation_id;
+        char *registration_id;
+        char *enrollment_id;       /* registration id or enrollment group id */
+        bool group;
+        char *device_payload;      /* JSON, or NULL */
+        uint64_t started_usec;
+} CustomAllocation;
+
+static CustomAllocation *custom_allocation_free(CustomAllocation *ca) {
+        if (!ca)
+                return NULL;
+        free(ca->operation_id);
+        free(ca->registration_id);
+        free(ca->enrollment_id);
+        free(ca->device_payload);
+        free(ca);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(CustomAllocation *, custom_allocation_free);
+
+/* The hubs the webhook may choose: only the current one when the device must stay there,
+ * else the enrollment's iotHubHostName / iotHubs, else every linked hub that applies the
+ * allocation policy.  Adds them to arr (when not NULL); true when check is one of them. */
+static bool custom_linked_hubs(const DpsData *d, const DpsEnrollment *e, const DpsRegistration *reg,
+                               struct json_object *arr, const char *check) {
+        bool update, migrate, found = false;
+        const char *one = NULL;
+
+        reprovision_policy(e, &update, &migrate);
+        if (!update && reg && reg->assigned_hub)
+                one = reg->assigned_hub;
+        else if (e->iot_hub_host_name)
+                one = e->iot_hub_host_name;
+        size_t n = one ? 1 : e->n_iot_hubs > 0 ? e->n_iot_hubs : d->n_hubs;
+        for (size_t i = 0; i < n; i++) {
+                const char *name = one ?: e->n_iot_hubs > 0 ? e->iot_hubs[i] : d->hubs[i].name;
+                if (!one && e->n_iot_hubs == 0 && !d->hubs[i].apply_allocation_policy)
+                        continue;
+                if (arr)
+                        (void) json_object_array_add(arr, json_object_new_string(name));
+                if (check && strcaseeq(check, name))
+                        found = true;
+        }
+        return found;
+}
+
+/* The AllocationRequest: the enrollment (keys removed), deviceRuntimeContext, linkedHubs. */
+static int custom_request(const DpsData *d, const DpsEnrollment *e, const DpsRegistration *reg,
+                          const char *registration_id, const char *payload_json, char **ret) {
+        _cleanup_json_ struct json_object *o = json_object_new_object(), *en = NULL;
+        struct json_object *ctx = json_object_new_object(), *hubs = json_object_new_array(), *att = NULL, *sk = NULL;
+        size_t l;
+
+        if (!o || json_add(o, "deviceRuntimeContext", ctx) < 0 || json_add(o, "linkedHubs", hubs) < 0)
+                return -ENOMEM;
+        if (json_object_deep_copy(e->json, &en, NULL) < 0 || !en)
+                return -ENOMEM;
+        if (json_object_object_get_ex(en, "attestation", &att) && json_object_object_get_ex(att, "symmetricKey", &sk) &&
+            json_object_is_type(sk, json_type_object)) {
+                json_object_object_del(sk, "primaryKey");
+                json_object_object_del(sk, "secondaryKey");
+        }
+        if (json_add(o, e->enrollment_group_id ? "enrollmentGroup" : "individualEnrollment", TAKE_PTR(en)) < 0)
+                return -ENOMEM;
+
+        static const char *const att_key[_DPS_ATTESTATION_MAX] = {
+                [DPS_ATTESTATION_SYMMETRIC_KEY] = "symmetricKey",
+                [DPS_ATTESTATION_TPM] = "tpm",
+                [DPS_ATTESTATION_X509] = "x509",
+        };
+        if (json_add_string(ctx, "registrationId", registration_id) < 0)
+                return -ENOMEM;
+        if (reg->assigned_hub && (json_add_string(ctx, "currentIotHubHostName", reg->assigned_hub) < 0 ||
+                                  json_add_string(ctx, "currentDeviceId", reg->device_id) < 0))
+                return -ENOMEM;
+        if (e->attestation >= 0 && e->attestation < _DPS_ATTESTATION_MAX && att_key[e->attestation] &&
+            json_add(ctx, att_key[e->attestation], json_object_new_object()) < 0)
+                return -ENOMEM;
+        if (payload_json) {
+                struct json_object *p = NULL;
+                int r = json_parse_limited(payload_json, strlen(payload_json), DPS_BODY_MAX, DPS_JSON_MAX_DEPTH, &p);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0 && json_add(ctx, "payload", p ?: json_object_new_null()) < 0)
+                        return -ENOMEM;
+        }
+        custom_linked_hubs(d, e, reg, hubs, NULL);
+
+        const char *t = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &l);
+        if (!t || !(*ret = strndup(t, l)))
+                return -ENOMEM;
+        return 0;
+}
+
+/* The operation's final body when the enrollment itself is gone or the record cannot be
+ * written: a failed result that changes no record. */
+static int custom_fail_body(DpsOperation *op, int64_t code, const char *message, uint64_t now) {
+        _cleanup_free_ char *etag = NULL;
+        DpsRegistration fake = {
+                .registration_id = op->registration->registration_id,
+                .status = DPS_STATUS_FAILED,
+                .created_usec = op->registration->created_usec ?: now,
+                .last_updated_usec = now,
+        };
+        int r = new_etag(&etag);
+        if (r < 0)
+                return r;
+        return build_result(op->id, &fake, etag, NULL, code, message, &op->body, &op->body_len);
+}
+
+static void custom_done(void *userdata, long http_status, const char *body, size_t body_len, int error,
+                        const char *error_text) {
+        _cleanup_(custom_allocation_freep) CustomAllocation *ca = userdata;
+        _cleanup_json_ struct json_object *answer = NULL;
+        _cleanup_free_ char *message = NULL, *twin = NULL, *payload = NULL, *etag = NULL, *result = NULL;
+        _cleanup_(dps_store_rollbackp) DpsStore *txn = NULL;
+        DpsService *s = ca->service;
+        DpsStatus status = DPS_STATUS_FAILED;
+        const char *hub = NULL;
+        int64_t code = 0;
+        size_t result_len = 0, l;
+        int r;
+
+        if (error == -ECANCELED || s->freeing)
+                return;
+        DpsOperation *op = operation_find(s, ca->operation_id);
+        if (!op || op->body)
+                return; /* expired or dropped meanwhile */
+        uint64_t now = now_usec(s);
+        DpsRegistration *reg = op->registration;
+        const DpsEnrollment *e = ca->group ? dps_data_find_group(s->data, ca->enrollment_id)
+                                           : dps_data_find_individual(s->data, ca->enrollment_id);
+        unsigned elapsed = (unsigned) ((now - MIN(now, ca->started_usec)) / 1000);
+
+        if (!e) {
+                r = custom_fail_body(op, DPS_ERROR_NOT_ENROLLED, "The enrollment was removed during the custom allocation",
+                                     now);
+                goto done;
+        }
+        if (error == -ETIMEDOUT) {
+                code = DPS_ERROR_WEBHOOK_TIMEOUT;
+                r = asprintf(&message, "The custom allocation webhook did not answer within %u ms",
+                             s->webhook_timeout_msec ?: DPS_WEBHOOK_TIMEOUT_MSEC_DEFAULT);
+        } else if (error == -E2BIG) {
+                code = DPS_ERROR_WEBHOOK_BAD_ANSWER;
+                r = asprintf(&message, "The custom allocation webhook's answer is larger than %d bytes",
+                             DPS_WEBHOOK_RESPONSE_MAX);
+        } else if (error < 0) {
+                code = DPS_ERROR_WEBHOOK_FAILED;
+                r = asprintf(&message, "The custom allocation webhook could not be reached: %s", strna(error_text));
+        } else if (http_status < 200 || http_status > 299) {
+                code = DPS_ERROR_WEBHOOK_FAILED;
+                r = asprintf(&message, "The custom allocation webhook answered HTTP %ld", http_status);
+        } else if (json_parse_limited(body, body_len, DPS_WEBHOOK_RESPONSE_MAX, DPS_JSON_MAX_DEPTH, &answer) < 0 ||
+                   !json_object_is_type(answer, json_type_object)) {
+                code = DPS_ERROR_WEBHOOK_BAD_ANSWER;
+                r = asprintf(&message, "The custom allocation webhook's answer is not a JSON object");
+        } else {
+                struct json_object *v = NULL;
+                /* the doc's table spells iotHubHostname, its examples iotHubHostName: accept both */
+                hub = json_get_string(answer, "iotHubHostName") ?: json_get_string(answer, "iotHubHostname");
+                if (!hub) {
+                        code = DPS_ERROR_WEBHOOK_BAD_ANSWER;
+                        r = asprintf(&message, "The custom allocation webhook's answer has no iotHubHostName");
+                } else if (!custom_linked_hubs(s->data, e, reg, NULL, hub)) {
+                        code = DPS_ERROR_NO_HUB;
+                        r = asprintf(&message,
+                                     "The custom allocation webhook chose hub '%.253s', which is not one of the linked "
+                                     "hubs offered",
+                                     hub);
+                        hub = NULL;
+                } else {
+                        const DpsLinkedHub *h = dps_data_find_hub(s->data, hub);
+                        hub = h ? h->name : NULL;
+                        r = 0;
+                        status = DPS_STATUS_ASSIGNED;
+                        if (json_object_object_get_ex(answer, "initialTwin", &v) && json_object_is_type(v, json_type_object) &&
+                            json_to_string(v, &twin, &l) < 0)
+                                r = -ENOMEM;
+                        if (r >= 0 && json_object_object_get_ex(answer, "payload", &v) && v &&
+                            json_to_string(v, &payload, &l) < 0)
+                                r = -ENOMEM;
+                }
+        }
+        if (r < 0) {
+                log_oom();
+                return;
+        }
+
+        r = new_etag(&etag);
+        if (r >= 0 && s->store) {
+                r = dps_store_begin(s->store);
+                if (r >= 0)
+                        txn = s->store;
+        }
+        if (r >= 0) {
+                const char *device_id = e->enrollment_group_id ? reg->registration_id
+                                                               : (e->device_id ?: reg->registration_id);
+                r = registration_update(s, reg, e, status, device_id, hub, code, message, etag, now, twin);
+        }
+        if (r >= 0)
+                r = build_result(op->id, reg, etag, payload, code, message, &result, &result_len);
+        if (r >= 0 && txn) {
+                DpsOperationRecord orec = {
+                        .id = op->id, .registration_id = reg->registration_id, .created_usec = op->created_usec,
+                        .body = result,
+                };
+                r = dps_store_put_operation(txn, NULL, &orec);
+                if (r >= 0)
+                        r = dps_store_commit(txn);
+                if (r >= 0)
+                        txn = NULL;
+        }
+        if (r >= 0) {
+                op->body = TAKE_PTR(result);
+                op->body_len = result_len;
+        } else
+                r = custom_fail_body(op, DPS_ERROR_STORE, "The registration could not be recorded", now);
+
+done:
+        if (r < 0) {
+                log_error_errno(r, "Custom allocation of '%s' could not be completed: %m", ca->registration_id);
+                return;
+        }
+        s->operation_bytes += op->body_len;
+        if (status == DPS_STATUS_ASSIGNED)
+                log_info("Registration '%s' assigned to hub '%s' by the custom allocation webhook in %u ms "
+                         "(operation %s).",
+                         ca->registration_id, hub, elapsed, op->id);
+        else
+                log_notice("Registration '%s' failed after %u ms: %s (operation %s).", ca->registration_id, elapsed,
+                           strna(message), op->id);
+}
+
+/* Queues the webhook POST and answers 202 assigning; the poll answers 202 until custom_done()
+ * has stored the result.  The operation is kept in memory only while the webhook runs (a
+ * restart loses it: the device's poll gets 404203 and it registers again). */
+static int custom_allocation_start(DpsClient *c, DpsRegistration *reg, const char *rid, char *op_id,
+                                   const char *payload_json, uint64_t now, DpsReply *ret) {
+        _cleanup_(custom_allocation_freep) CustomAllocation *ca = NULL;
+        _cleanup_free_ char *id = op_id, *request = NULL;
+        DpsService *s = c->service;
+        const DpsEnrollment *e = c->enrollment;
+        struct json_object *def = NULL;
+        DpsReply reply = {};
+        int r;
+
+        r = registration_refresh(s, reg);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return reply_error(s, rid, 503, DPS_ERROR_STORE, (int) s->retry_after, ret,
+                                   "The registration could not be read, retry later");
+        const char *url = NULL;
+        if (json_object_object_get_ex(e->json, "customAllocationDefinition", &def))
+                url = json_get_string(def, "webhookUrl");
+        if (!url)
+                return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error"); /* validated at load */
+
+        if (!s->webhook) {
+                r = dps_webhook_new(&s->webhook);
+                if (r >= 0 && s->webhook_timeout_msec > 0)
+                        dps_webhook_set_timeout(s->webhook, s->webhook_timeout_msec);
+                if (r >= 0)
+                        r = dps_webhook_set_cafile(s->webhook, s->webhook_cafile);
+                if (r < 0) {
+                        s->webhook = dps_webhook_free(s->webhook);
+                        return r == -ENOMEM ? r
+                                            : reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+                }
+        }
+        if (dps_webhook_n_running(s->webhook) >= DPS_WEBHOOK_MAX_RUNNING)
+                return reply_error(s, rid, 429, DPS_ERROR_THROTTLED, (int) s->retry_after, ret,
+                                   "Too many custom allocations in progress, retry later");
+
+        r = custom_request(s->data, e, reg, c->registration_id, payload_json, &request);
+        if (r < 0)
+                return r;
+        ca = calloc(1, sizeof(CustomAllocation));
+        if (!ca)
+                return -ENOMEM;
+        ca->service = s;
+        ca->group = e->enrollment_group_id != NULL;
+        ca->started_usec = now;
+        ca->operation_id = strdup(id);
+        ca->registration_id = strdup(c->registration_id);
+        ca->enrollment_id = strdup(e->enrollment_group_id ?: e->registration_id);
+        if (!ca->operation_id || !ca->registration_id || !ca->enrollment_id)
+                return -ENOMEM;
+
+        r = reply_assigning(s, rid, id, &reply);
+        if (r < 0)
+                return r;
+
+        DpsOperation *op = calloc(1, sizeof(DpsOperation));
+        if (!op) {
+                dps_reply_done(&reply);
+                return -ENOMEM;
+        }
+        op->id = TAKE_PTR(id);
+        op->registration = reg;
+        op->created_usec = now;
+        if (!tsearch(op, &s->operations, operation_cmp)) {
+                operation_free(op);
+                dps_reply_done(&reply);
+                return -ENOMEM;
+        }
+        TAILQ_INSERT_TAIL(&s->operation_queue, op, by_age);
+        TAILQ_INSERT_TAIL(&reg->operations, op, by_registration);
+        reg->n_operations++;
+        s->n_operations++;
+
+        r = dps_webhook_post(s->webhook, url, request, custom_done, ca);
+        if (r < 0) {
+                operation_remove(s, op);
+                dps_reply_done(&reply);
+                if (r == -ENOMEM)
+                        return r;
+                return reply_error(s, rid, 429, DPS_ERROR_THROTTLED, (int) s->retry_after, ret,
+                                   "The custom allocation could not be started, retry later");
+        }
+        TAKE_PTR(ca);
+        while (reg->n_operations > s->limits.max_operations_per_registration)
+                operation_remove(s, TAILQ_FIRST(&reg->operations));
+        log_info("Registration '%s': custom allocation webhook called (operation %s).", c->registration_id, op->id);
+        *ret = reply;
+        return 0;
+}
+
+static int service_latency(const char *hub, uint64_t *ret_usec, void *userdata) {
+        const DpsService *s = userdata;
+        return s->latency ? dps_latency_get(s->latency, hub, ret_usec) : -ENODATA;
+}
+
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+                return 0;
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* The geoLatency probes follow the data: created once a hub has a probeAddress, synced after
+ * every change of the data. */
+static int latency_process(DpsService *s) {
+        int r;
+
+        if (!s->data)
+                return 0;
+        if (s->latency_generation != s->generation) {
+                bool any = false;
+                for (size_t i = 0; i < s->data->n_hubs; i++)
+                        if (s->data->hubs[i].probe_address)
+                                any = true;
+                if (any && !s->latency) {
+                        r = dps_latency_new(&s->latency);
+                        if (r < 0)
+                                return r;
+                        dps_latency_set_interval(s->latency, s->latency_interval_usec, s->latency_timeout_usec);
+                }
+                if (s->latency) {
+                        r = dps_latency_sync(s->latency, s->data);
+                        if (r < 0)
+                                return r;
+                }
+                s->latency_generation = s->generation;
+        }
+        return s->latency ? dps_latency_process(s->latency, monotonic_usec()) : 0;
+}
+
+int dps_service_process(DpsService *s) {
+        int r = 0, k;
+
+        if (!s)
+                return -EINVAL;
+        if (s->webhook)
+                r = dps_webhook_process(s->webhook);
+        k = latency_process(s);
+        return r < 0 ? r : k;
+}
+
+void dps_service_set_latency_options(DpsService *s, uint64_t interval_usec, uint64_t timeout_usec) {
+        if (!s)
+                return;
+        s->latency_interval_usec = interval_usec;
+        s->latency_timeout_usec = timeout_usec;
+        if (s->latency)
+                dps_latency_set_interval(s->latency, interval_usec, timeout_usec);
+}
+
+int dps_service_set_webhook_options(DpsService *s, unsigned timeout_msec, const char *cafile) {
+        char *c = NULL;
+
+        if (!s)
+                return -EINVAL;
+        if (cafile && !(c = strdup(cafile)))
+                return -ENOMEM;
+        free(s->webhook_cafile);
+        s->webhook_cafile = c;
+        s->webhook_timeout_msec = timeout_msec;
+        if (s->webhook) {
+                dps_webhook_set_timeout(s->webhook, timeout_msec);
+                return dps_webhook_set_cafile(s->webhook, cafile);
+        }
+        return 0;
+}
+
 static int handle_register(DpsClient *c, const char *rid, const void *payload, size_t len, uint64_t now,
                            DpsReply *ret) {
         _cleanup_(dps_register_request_done) DpsRegisterRequest req = {};
         _cleanup_free_ char *op_id = NULL, *etag = NULL, *body = NULL, *topic = NULL;
-        _cleanup_json_ struct json_object *o = NULL;
+        _cleanup_(dps_store_rollbackp) DpsStore *txn = NULL;
         DpsService *s = c->service;
         const DpsEnrollment *e = c->enrollment;
         const char *hub = NULL, *error_message = NULL;
         int64_t error_code = 0;
         DpsStatus status;
         size_t body_len = 0;
+        bool custom = false;
         int r;
 
         r = dps_register_request_parse(payload, len, &req);
@@ -1311,8 +1975,13 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
                 status = DPS_STATUS_DISABLED;
                 error_code = DPS_ERROR_DISABLED;
                 error_message = "Enrollment is disabled";
+        } else if (enrollment_policy(s->data, e) == DPS_ALLOCATION_CUSTOM) {
+                custom = true;
+                status = DPS_STATUS_ASSIGNING;
         } else {
-                r = dps_allocate_hub(s->data, e, c->registration_id, &hub);
+                r = enrollment_policy(s->data, e) == DPS_ALLOCATION_GEO_LATENCY
+                            ? dps_allocate_hub_latency(s->data, e, c->registration_id, service_latency, s, &hub)
+                            : dps_allocate_hub(s->data, e, c->registration_id, &hub);
                 if (r == -ENXIO) {
                         status = DPS_STATUS_FAILED;
                         error_code = DPS_ERROR_NO_HUB;
@@ -1362,9 +2031,21 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
         if (r < 0)
                 return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
 
+        if (custom)
+                return custom_allocation_start(c, reg, rid, TAKE_PTR(op_id), req.payload_json, now, ret);
+
+        /* the registration record and the operation: one transaction when there is a store */
+        if (s->store) {
+                r = dps_store_begin(s->store);
+                if (r < 0)
+                        return reply_error(s, rid, 503, DPS_ERROR_STORE, (int) s->retry_after, ret,
+                                           "The registration could not be recorded, retry later");
+                txn = s->store;
+        }
+
         /* the registration record, following the reprovision policy */
         const char *device_id = e->enrollment_group_id ? c->registration_id : (e->device_id ?: c->registration_id);
-        r = registration_update(s, reg, e, status, device_id, hub, error_code, error_message, etag, now);
+        r = registration_update(s, reg, e, status, device_id, hub, error_code, error_message, etag, now, NULL);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
@@ -1378,19 +2059,26 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
         if (r < 0)
                 return reply_error(s, rid, 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
 
+        if (txn) {
+                DpsOperationRecord orec = {
+                        .id = op_id, .registration_id = reg->registration_id, .created_usec = now, .body = body,
+                };
+                r = dps_store_put_operation(txn, NULL, &orec);
+                if (r >= 0)
+                        operations_purge_stored(s, now);
+                if (r >= 0)
+                        r = dps_store_commit(txn);
+                if (r < 0)
+                        return reply_error(s, rid, 503, DPS_ERROR_STORE, (int) s->retry_after, ret,
+                                           "The registration could not be recorded, retry later");
+                txn = NULL;
+        }
+
         /* the 202 reply; built before the operation is stored so that failing leaves nothing behind */
-        o = json_object_new_object();
-        if (!o || json_add_string(o, "operationId", op_id) < 0 || json_add_string(o, "status", "assigning") < 0)
-                return -ENOMEM;
-        DpsReply reply = { .status = 202 };
-        r = json_to_string(o, &reply.body, &reply.body_len);
+        DpsReply reply = {};
+        r = reply_assigning(s, rid, op_id, &reply);
         if (r < 0)
                 return r;
-        r = reply_topic(202, rid, (int) s->retry_after, &reply.topic);
-        if (r < 0) {
-                dps_reply_done(&reply);
-                return r;
-        }
 
         /* the operation */
         DpsOperation *op = calloc(1, sizeof(DpsOperation));
@@ -1435,6 +2123,36 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
         return 0;
 }
 
+static int handle_poll_stored(DpsClient *c, const char *rid, const char *operation_id, uint64_t now,
+                              DpsReply *ret) {
+        _cleanup_(dps_operation_record_done) DpsOperationRecord op = {};
+        DpsService *s = c->service;
+        DpsReply reply = { .status = 200 };
+        int r;
+
+        r = dps_store_get_operation(s->store, operation_id, &op);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 && r != -ENOENT)
+                return reply_error(s, rid, 503, DPS_ERROR_STORE, (int) s->retry_after, ret,
+                                   "The operation could not be read, retry later");
+        if (r == -ENOENT || !strcaseeq(op.registration_id, c->registration_id) || op.created_usec > now ||
+            now - op.created_usec >= s->limits.operation_lifetime_usec)
+                return reply_error(s, rid, 404, DPS_ERROR_NO_OPERATION, -1, ret, "Operation not found");
+        if (!op.body)
+                return reply_assigning(s, rid, operation_id, ret);
+
+        reply.body_len = strlen(op.body);
+        reply.body = TAKE_PTR(op.body);
+        r = reply_topic(200, rid, -1, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r;
+        }
+        *ret = reply;
+        return 0;
+}
+
 static int handle_poll(DpsClient *c, const char *rid, const char *operation_id, uint64_t now, DpsReply *ret) {
         DpsService *s = c->service;
         DpsReply reply = { .status = 200 };
@@ -1443,10 +2161,16 @@ static int handle_poll(DpsClient *c, const char *rid, const char *operation_id, 
         operations_purge_expired(s, now);
 
         DpsOperation *op = operation_find(s, operation_id);
+        if (!op && s->store)
+                /* registered before a restart, or through the other front */
+                return handle_poll_stored(c, rid, operation_id, now, ret);
         /* Another registration's operation is answered exactly like an unknown one. */
         if (!op || !strcaseeq(op->registration->registration_id, c->registration_id))
                 return reply_error(s, rid, 404, DPS_ERROR_NO_OPERATION, -1, ret, "Operation not found");
 
+        if (!op->body)
+                /* a custom allocation is still running */
+                return reply_assigning(s, rid, op->id, ret);
         reply.body = memdup_suffix0(op->body, op->body_len);
         if (!reply.body)
                 return -ENOMEM;
@@ -1524,7 +2248,9 @@ int dps_client_handle_request(DpsClient *c, const char *topic, const void *paylo
                                    "$rid={rid} or " DPS_POLL_TOPIC_PREFIX "$rid={rid}&operationId={id}");
         }
 
-        DpsAuth auth = client_auth(c, now);
+        DpsAuth auth = c->poll_vouched && t.type == DPS_REQUEST_OPERATION_STATUS
+                ? (c->expiry > now / USEC_PER_SEC ? DPS_AUTH_OK : DPS_AUTH_EXPIRED)
+                : client_auth(c, now);
         if (auth == DPS_AUTH_TPM_CHALLENGE && t.type == DPS_REQUEST_REGISTER)
                 return handle_tpm_challenge(c, t.rid, payload, len, now, ret);
         if (auth != DPS_AUTH_OK) {
@@ -1547,4 +2273,45 @@ int dps_client_handle_request(DpsClient *c, const char *topic, const void *paylo
                 break;
         }
         return reply_error(s, t.rid, 400, DPS_ERROR_BAD_TOPIC, -1, ret, "Unknown request");
+}
+
+/* ---- HTTPS front (issue 9, src/dps/rest.c) ---- */
+
+void dps_client_vouch_for_poll(DpsClient *c, uint64_t expiry) {
+        c->poll_vouched = true;
+        c->expiry = expiry;
+}
+
+/* ---- X.509 (issue 6, src/dps/attest-x509.c) ------------------------------------------------ */
+
+int dps_service_connect_x509(DpsService *s, const void *conn, const char *client_id, const char *username,
+                             const char *password, size_t password_len, STACK_OF(X509) *chain,
+                             DpsClient **ret_client) {
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        if (s->pending_chain)
+                sk_X509_pop_free(s->pending_chain, X509_free);
+        s->pending_chain = chain; /* taken by dps_service_connect for an accepted client */
+        r = dps_service_connect(s, conn, client_id, username, password, password_len, ret_client);
+        if (s->pending_chain)
+                sk_X509_pop_free(s->pending_chain, X509_free);
+        s->pending_chain = NULL;
+        return r;
+}
+
+int dps_service_connect_x509_der(DpsService *s, const void *conn, const char *client_id, const char *username,
+                                 const uint8_t *const *der, const size_t *der_len, size_t n,
+                                 DpsClient **ret_client) {
+        STACK_OF(X509) *chain = NULL;
+        int r;
+
+        if (n > 0) {
+                r = dps_x509_chain_from_der(der, der_len, n, &chain);
+                if (r == -ENOMEM)
+                        return r;
+                /* an unparsable chain: no chain, the client is refused on its first request */
+        }
+        return dps_service_connect_x509(s, conn, client_id, username, NULL, 0, chain, ret_client);
 }

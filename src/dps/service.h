@@ -27,7 +27,11 @@
  *   500 / 500001  internal error (out of memory, no randomness)
  * Results of an operation (200, in registrationState.errorCode):
  *   status "disabled", errorCode 403001   the enrollment is disabled
- *   status "failed",   errorCode 400208   no linked hub is available for the enrollment
+ *   status "failed",   errorCode 400208   no linked hub is available for the enrollment, or the custom
+ *                                         allocation webhook chose a hub that was not offered
+ *   status "failed",   errorCode 502001   custom allocation webhook unreachable or answered non-2xx
+ *   status "failed",   errorCode 502002   its answer is not a JSON object with iotHubHostName, or too large
+ *   status "failed",   errorCode 504001   it did not answer within the webhook timeout
  */
 
 #define DPS_RETRY_AFTER_DEFAULT 3
@@ -44,6 +48,9 @@
 #define DPS_ERROR_TOO_LARGE 413001
 #define DPS_ERROR_THROTTLED 429001
 #define DPS_ERROR_INTERNAL 500001
+#define DPS_ERROR_WEBHOOK_FAILED 502001     /* custom allocation: unreachable, or not 2xx */
+#define DPS_ERROR_WEBHOOK_BAD_ANSWER 502002 /* custom allocation: not JSON, no iotHubHostName, too large */
+#define DPS_ERROR_WEBHOOK_TIMEOUT 504001    /* custom allocation: no answer within the timeout */
 #define DPS_ERROR_STORE 503001
 
 typedef struct DpsService DpsService;
@@ -88,6 +95,25 @@ int dps_service_reload_if_changed(DpsService *s, bool force, char **reterr_messa
 void dps_service_set_data(DpsService *s, DpsData *data);
 const DpsData *dps_service_get_data(const DpsService *s);
 
+/* Changes the enrollment data for the admin API: edit() is called on a copy of the current
+ * data (it should use the dps_data_put/remove functions, which validate) and may set
+ * *reterr_message; the result is written to the data file atomically (when there is one)
+ * and then used.  Nothing changes on failure.  -EBUSY: another process holds the data file's
+ * lock (flock on its directory, as edgeprov-dpsctl --data takes it); -EBADMSG: the file on disk was changed into something broken. */
+typedef int (*DpsDataEditFunc)(DpsData *d, void *userdata, char **reterr_message);
+int dps_service_edit_data(DpsService *s, DpsDataEditFunc edit, void *userdata, char **reterr_message);
+
+/* Drives asynchronous work without blocking (custom allocation webhooks): a front end calls it
+ * from its loop often (the plugin on every MOSQ_EVT_TICK).  While a webhook runs, the register
+ * operation answers 202 assigning. */
+int dps_service_process(DpsService *s);
+/* Webhook timeout (ms; 0: DPS_WEBHOOK_TIMEOUT_MSEC_DEFAULT) and CA file for https webhooks
+ * (NULL: the system's). */
+int dps_service_set_webhook_options(DpsService *s, unsigned timeout_msec, const char *cafile);
+/* geoLatency probes of the hubs' probeAddress: every interval, each connect given up after
+ * timeout (0: the defaults of latency.h, 30 s and 3 s). */
+void dps_service_set_latency_options(DpsService *s, uint64_t interval_usec, uint64_t timeout_usec);
+
 /* Keeps the registration records in the SQLite database at path (created when missing), so
  * that they survive restarts and crashes and reprovisioning sees every earlier assignment;
  * see store.h.  Without it, records live in memory only. */
@@ -116,6 +142,20 @@ typedef enum DpsConnectResult {
  * set for DPS_CONNECT_ACCEPTED only; it belongs to the service. */
 int dps_service_connect(DpsService *s, const void *conn, const char *client_id, const char *username,
                         const char *password, size_t password_len, DpsClient **ret_client);
+/* X.509 (issue 6, src/dps/attest-x509.h): the same with the TLS client certificate chain, leaf
+ * first (taken over, also on failure; NULL: none).  A client with a chain and no password, or
+ * with an X.509 individual enrollment, is authenticated by dps_x509_authenticate(); a refusal is
+ * answered 401 / 401002 with the reason on its first request.  The _der variant is for front ends
+ * holding DER blobs (the HTTPS front: gnutls_certificate_get_peers()). */
+struct stack_st_X509;
+int dps_service_connect_x509(DpsService *s, const void *conn, const char *client_id, const char *username,
+                             const char *password, size_t password_len, struct stack_st_X509 *chain,
+                             DpsClient **ret_client);
+int dps_service_connect_x509_der(DpsService *s, const void *conn, const char *client_id, const char *username,
+                                 const uint8_t *const *der, const size_t *der_len, size_t n,
+                                 DpsClient **ret_client);
+struct DpsCaStore *dps_service_get_ca_store(const DpsService *s);
+
 /* NULL when conn is not one of our clients. */
 DpsClient *dps_service_get_client(DpsService *s, const void *conn);
 void dps_service_disconnect(DpsService *s, const void *conn);
@@ -123,6 +163,13 @@ size_t dps_service_n_clients(const DpsService *s);
 size_t dps_service_n_operations(const DpsService *s);
 
 const char *dps_client_get_registration_id(const DpsClient *c);
+/* HTTPS front (rest.c): every HTTP request is a new connection, but a TPM challenge key is
+ * wiped once its registration is done, so the token that registered cannot be checked again
+ * when the device polls with it.  The front remembers (operation id, digest of that token,
+ * its expiry) and vouches for a poll presenting exactly that token: operation-status requests
+ * of this client are then authorized until expiry (seconds since the epoch); register
+ * requests still need their own credentials. */
+void dps_client_vouch_for_poll(DpsClient *c, uint64_t expiry);
 
 typedef struct DpsReply {
         unsigned status;   /* 200, 202, 4xx, 5xx */
@@ -138,8 +185,9 @@ void dps_reply_done(DpsReply *r);
  * an error reply could be built. */
 int dps_client_handle_request(DpsClient *c, const char *topic, const void *payload, size_t len, DpsReply *ret);
 
-/* The hub allocation used by register (exported for tests and the admin tools): the
- * enrollment's iotHubHostName, else a weighted rendezvous hash of the registration id over
- * the enrollment's iotHubs, else over the linked hubs with applyAllocationPolicy.
+/* The hub allocation used by register for hashed and static (exported for tests and the admin
+ * tools): the enrollment's iotHubHostName, else a weighted rendezvous hash of the registration
+ * id over the enrollment's iotHubs, else over the linked hubs with applyAllocationPolicy.
+ * geoLatency: dps_allocate_hub_latency() in latency.h; custom: the webhook.
  * -ENXIO when there is no candidate. */
 int dps_allocate_hub(const DpsData *d, const DpsEnrollment *e, const char *registration_id, const char **ret_hub);

@@ -21,6 +21,12 @@ struct DpsStore {
         sqlite3_stmt *put;
         sqlite3_stmt *del;
         sqlite3_stmt *count;
+        sqlite3_stmt *begin;
+        sqlite3_stmt *commit;
+        sqlite3_stmt *rollback;
+        sqlite3_stmt *op_put;
+        sqlite3_stmt *op_get;
+        sqlite3_stmt *op_purge;
 };
 
 #define COLUMNS                                                                                             \
@@ -70,6 +76,12 @@ DpsStore *dps_store_free(DpsStore *s) {
         sqlite3_finalize(s->put);
         sqlite3_finalize(s->del);
         sqlite3_finalize(s->count);
+        sqlite3_finalize(s->begin);
+        sqlite3_finalize(s->commit);
+        sqlite3_finalize(s->rollback);
+        sqlite3_finalize(s->op_put);
+        sqlite3_finalize(s->op_get);
+        sqlite3_finalize(s->op_purge);
         sqlite3_close_v2(s->db);
         free(s);
         return NULL;
@@ -118,7 +130,13 @@ int dps_store_open(const char *path, DpsStore **ret, char **reterr_message) {
                 " error_code INTEGER NOT NULL DEFAULT 0, error_message TEXT,"
                 " created_usec INTEGER NOT NULL, updated_usec INTEGER NOT NULL"
                 ") WITHOUT ROWID;"
-                "PRAGMA user_version=1;";
+                /* operation records (version 2): what a poll answers, until they expire */
+                "CREATE TABLE IF NOT EXISTS operations ("
+                " id TEXT NOT NULL PRIMARY KEY, registration_id TEXT NOT NULL COLLATE NOCASE,"
+                " created_usec INTEGER NOT NULL, body TEXT"
+                ") WITHOUT ROWID;"
+                "CREATE INDEX IF NOT EXISTS operations_by_age ON operations (created_usec);"
+                "PRAGMA user_version=2;";
         char *err = NULL;
         rc = sqlite3_exec(s->db, setup, NULL, NULL, &err);
         if (rc != SQLITE_OK) {
@@ -137,6 +155,14 @@ int dps_store_open(const char *path, DpsStore **ret, char **reterr_message) {
                            "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)" },
                 { &s->del, "DELETE FROM registrations WHERE registration_id = ?1" },
                 { &s->count, "SELECT count(*) FROM registrations" },
+                { &s->begin, "BEGIN IMMEDIATE" },
+                { &s->commit, "COMMIT" },
+                { &s->rollback, "ROLLBACK" },
+                { &s->op_put, "INSERT OR REPLACE INTO operations (id, registration_id, created_usec, body) "
+                              "VALUES (?1, ?2, ?3, ?4)" },
+                { &s->op_get, "SELECT registration_id, created_usec, body FROM operations WHERE id = ?1" },
+                { &s->op_purge, "DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE "
+                                "created_usec < ?1 ORDER BY created_usec LIMIT ?2)" },
         };
         for (size_t i = 0; i < ELEMENTSOF(stmts); i++) {
                 rc = sqlite3_prepare_v3(s->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, stmts[i].stmt, NULL);
@@ -208,11 +234,9 @@ static int bind_text(sqlite3_stmt *st, int i, const char *v) {
         return v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
-int dps_store_put(DpsStore *s, const DpsRecord *r) {
+static int record_put(DpsStore *s, const DpsRecord *r) {
         int rc = SQLITE_OK;
 
-        if (!s || !r || !r->registration_id || !r->status || !r->etag)
-                return -EINVAL;
         sqlite3_stmt *st = s->put;
         sqlite3_reset(st);
         const char *strings[] = { r->registration_id, r->device_id, r->assigned_hub, r->initial_hub,
@@ -296,4 +320,143 @@ int dps_store_foreach(DpsStore *s, DpsRecordFunc cb, void *userdata) {
                 r = sqlite_to_errno(rc) ?: -EIO;
         sqlite3_finalize(st);
         return r < 0 ? r : 0;
+}
+
+int dps_store_put(DpsStore *s, const DpsRecord *r) {
+        if (!s || !r || !r->registration_id || !r->status || !r->etag)
+                return -EINVAL;
+        return record_put(s, r);
+}
+
+static int step_once(sqlite3_stmt *st) {
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sqlite_to_errno(rc) ?: -EIO;
+}
+
+static int operation_put(DpsStore *s, const DpsOperationRecord *op) {
+        sqlite3_stmt *st = s->op_put;
+        int rc;
+
+        sqlite3_reset(st);
+        rc = sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 2, op->registration_id, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, (sqlite3_int64) op->created_usec);
+        if (rc == SQLITE_OK)
+                rc = op->body ? sqlite3_bind_text(st, 4, op->body, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 4);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_DONE) {
+                log_error("Failed to store operation %s: %s", op->id, sqlite3_errstr(rc));
+                return sqlite_to_errno(rc) ?: -EIO;
+        }
+        return 0;
+}
+
+int dps_store_put_operation(DpsStore *s, const DpsRecord *r, const DpsOperationRecord *op) {
+        int k;
+
+        if (!s || (!r && !op))
+                return -EINVAL;
+        if (r && (!r->registration_id || !r->status || !r->etag))
+                return -EINVAL;
+        if (op && (!op->id || !op->registration_id))
+                return -EINVAL;
+        if (!r)
+                return operation_put(s, op);
+        if (!op)
+                return record_put(s, r);
+
+        /* both in one transaction: one commit, and never a result without its record */
+        k = step_once(s->begin);
+        if (k < 0)
+                return k;
+        k = record_put(s, r);
+        if (k >= 0)
+                k = operation_put(s, op);
+        if (k >= 0)
+                k = step_once(s->commit);
+        if (k < 0)
+                (void) step_once(s->rollback);
+        return k;
+}
+
+int dps_store_begin(DpsStore *s) {
+        return s ? step_once(s->begin) : -EINVAL;
+}
+
+int dps_store_commit(DpsStore *s) {
+        return s ? step_once(s->commit) : -EINVAL;
+}
+
+void dps_store_rollback(DpsStore *s) {
+        if (s && !sqlite3_get_autocommit(s->db))
+                (void) step_once(s->rollback);
+}
+
+void dps_operation_record_done(DpsOperationRecord *op) {
+        if (!op)
+                return;
+        free(op->id);
+        free(op->registration_id);
+        free(op->body);
+        *op = (DpsOperationRecord) {};
+}
+
+int dps_store_get_operation(DpsStore *s, const char *id, DpsOperationRecord *ret) {
+        DpsOperationRecord op = {};
+        int rc, r;
+
+        if (!s || !id || !ret)
+                return -EINVAL;
+        sqlite3_reset(s->op_get);
+        rc = sqlite3_bind_text(s->op_get, 1, id, -1, SQLITE_STATIC);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc);
+        rc = sqlite3_step(s->op_get);
+        if (rc == SQLITE_DONE)
+                r = -ENOENT;
+        else if (rc == SQLITE_ROW) {
+                op.id = strdup(id);
+                r = op.id ? column_strdup(s->op_get, 0, &op.registration_id) : -ENOMEM;
+                op.created_usec = (uint64_t) sqlite3_column_int64(s->op_get, 1);
+                if (r >= 0)
+                        r = column_strdup(s->op_get, 2, &op.body);
+                if (r >= 0 && !op.registration_id)
+                        r = -EIO;
+        } else
+                r = sqlite_to_errno(rc) ?: -EIO;
+        sqlite3_reset(s->op_get);
+        sqlite3_clear_bindings(s->op_get);
+        if (r < 0) {
+                dps_operation_record_done(&op);
+                return r;
+        }
+        *ret = op;
+        return 0;
+}
+
+int dps_store_purge_operations(DpsStore *s, uint64_t created_before_usec, unsigned max, unsigned *ret_n) {
+        int rc;
+
+        if (!s)
+                return -EINVAL;
+        sqlite3_reset(s->op_purge);
+        rc = sqlite3_bind_int64(s->op_purge, 1, (sqlite3_int64) MIN(created_before_usec, (uint64_t) INT64_MAX));
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(s->op_purge, 2, (int) MIN(max, (unsigned) INT32_MAX));
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(s->op_purge);
+        int changes = sqlite3_changes(s->db);
+        sqlite3_reset(s->op_purge);
+        sqlite3_clear_bindings(s->op_purge);
+        if (rc != SQLITE_DONE)
+                return sqlite_to_errno(rc) ?: -EIO;
+        if (ret_n)
+                *ret_n = (unsigned) MAX(changes, 0);
+        return 0;
 }

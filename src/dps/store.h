@@ -55,6 +55,31 @@ int dps_store_put(DpsStore *s, const DpsRecord *r); /* insert or replace */
 int dps_store_delete(DpsStore *s, const char *registration_id);
 int dps_store_count(DpsStore *s, uint64_t *ret);
 
+/* Operation records: the final answer of a register operation, so that a poll after a
+ * restart of the broker, or through the other front, still finds it.  body NULL: the
+ * operation is still assigning (custom allocation in flight).  Expired ones are removed by
+ * dps_store_purge_operations() (oldest first, at most max per call: index on created_usec). */
+typedef struct DpsOperationRecord {
+        char *id;
+        char *registration_id;
+        uint64_t created_usec;
+        char *body;
+} DpsOperationRecord;
+
+void dps_operation_record_done(DpsOperationRecord *op);
+/* Stores r and/or op (either may be NULL); both in one transaction. */
+int dps_store_put_operation(DpsStore *s, const DpsRecord *r, const DpsOperationRecord *op);
+/* An explicit transaction around several puts (BEGIN IMMEDIATE … COMMIT). */
+int dps_store_begin(DpsStore *s);
+int dps_store_commit(DpsStore *s);
+void dps_store_rollback(DpsStore *s); /* no-op outside a transaction */
+static inline void dps_store_rollbackp(DpsStore **s) {
+        if (*s)
+                dps_store_rollback(*s);
+}
+int dps_store_get_operation(DpsStore *s, const char *id, DpsOperationRecord *ret);
+int dps_store_purge_operations(DpsStore *s, uint64_t created_before_usec, unsigned max, unsigned *ret_n);
+
 /* Calls cb for each record in registration id order; a negative return stops the walk and is
  * returned. */
 typedef int (*DpsRecordFunc)(const DpsRecord *r, void *userdata);

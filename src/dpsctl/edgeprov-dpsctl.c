@@ -22,6 +22,7 @@
 #include <mosquitto.h>
 
 #include "dps/admin.h"
+#include "dpsctl/dpsctl.h"
 #include "dps/datafile.h"
 #include "dps/store.h"
 #include "edgeprov/codec.h"
@@ -39,6 +40,22 @@
 #define GENERATED_KEY_BYTES 64
 #define MAX_HUBS_ARG 50
 
+/* exit codes (also in the man page) */
+#define EXIT_INVALID 2
+#define EXIT_ADMIN_API 3
+#define EXIT_NOT_FOUND 4
+#define EXIT_EXISTS 5
+#define EXIT_CONFLICT 6 /* ifMatch/etag mismatch, or the data file is being edited */
+
+static int admin_entry_command(const char *command, const char *id_key, const char *id, const char *obj_key,
+                               struct json_object *obj, const char *if_match, struct json_object **ret_data);
+static int entry_show(DpsDataList list, const char *id);
+static int entry_list_admin(DpsDataList list);
+static int entry_update(DpsDataList list, const char *id, struct json_object *changes);
+static void print_json(struct json_object *o);
+static int file_error(int r, const char *msg);
+static int admin_error_exit(const char *error);
+
 static const char *arg_data = DEFAULT_DATA_FILE;
 static const char *arg_db = NULL;
 static const char *arg_broker = NULL; /* host:port of the running service: use the admin API */
@@ -48,7 +65,7 @@ static const char *arg_admin_password_file = NULL;
 static bool arg_json = false;
 static const char *program = "edgeprov-dpsctl";
 
-_printf_(1, 2) static int err_msg(const char *fmt, ...) {
+_printf_(1, 2) int err_msg(const char *fmt, ...) {
         va_list ap;
 
         fprintf(stderr, "%s: ", program);
@@ -66,9 +83,10 @@ static void help(void) {
                "  -d --data FILE         Data file (default: %s)\n"
                "     --db FILE           Registration records (plugin_opt_registrations_db;\n"
                "                         default: registrations.db beside the data file)\n"
-               "     --json              Print registration records as JSON\n"
+               "     --json              Print records, hubs and enrollments as JSON\n"
                "     --broker HOST:PORT  Use the running service's admin API ($CONTROL/edgeprov-dps/v1,\n"
-               "                         MQTT over TLS) for the registration commands\n"
+               "                         MQTT over TLS) for the hub, enrollment, group and\n"
+               "                         registration commands\n"
                "     --cafile FILE       CA of the broker's TLS certificate\n"
                "     --admin-user NAME   Admin username (default: dps-admin)\n"
                "     --admin-password-file FILE\n"
@@ -77,7 +95,9 @@ static void help(void) {
                "Commands:\n"
                "  init --id-scope SCOPE [--force]\n"
                "                         Create an empty data file\n"
-               "  hub add NAME [--weight N] [--no-apply-allocation-policy]\n"
+               "  hub add NAME [--weight N] [--no-apply-allocation-policy] [--probe-address IP:PORT]\n"
+               "  hub show NAME | update NAME [--weight N] [--[no-]apply-allocation-policy]\n"
+               "             [--probe-address IP:PORT]\n"
                "  hub remove NAME\n"
                "  hub list\n"
                "  enrollment add REGID [--device-id ID] [--hub NAME]... [--primary-key B64 | --generate-keys]\n"
@@ -85,21 +105,34 @@ static void help(void) {
                "                 [--reprovision migrate|reset|never] [--initial-twin JSON]\n"
                "  enrollment add REGID --tpm-ek B64 [--device-id ID] [--hub NAME]... [...]\n"
                "                         A TPM enrollment (EK as edgeprovd --print-tpm-identity prints it)\n"
-               "  enrollment remove REGID\n"
-               "  enrollment list\n"
+               "  enrollment show REGID | remove REGID | list\n"
+               "  enrollment update REGID [--device-id ID] [--hub NAME]... [--enabled | --disabled]\n"
+               "                 [--iot-edge | --no-iot-edge] [--reprovision ...] [--initial-twin JSON]\n"
+               "                 [--primary-key B64 [--secondary-key B64]]\n"
+               "                         Changes only what is given (over the API: with the etag)\n"
                "  group add GROUPID [--hub NAME]... [--primary-key B64 | --generate-keys]\n"
                "            [--secondary-key B64] [--disabled] [--iot-edge] [--print-key]\n"
                "            [--reprovision migrate|reset|never] [--initial-twin JSON]\n"
-               "  group remove GROUPID\n"
-               "  group list\n"
+               "  group show GROUPID | update GROUPID [options] | remove GROUPID | list\n"
                "  registration list | show REGID | delete REGID\n"
-               "                         The service's registration records (exit 4: no such record,\n"
-               "                         3: the admin API refused or could not be reached)\n"
+               "                         The service's registration records\n"
                "  compute-key --group-key B64 REGID\n"
                "                         Print the device key derived from a group key\n"
                "  token REGID [--key B64 | --group-key B64 | --group GROUPID] [--ttl SECONDS]\n"
                "                         Print a DPS SAS token (for tests); the key defaults to the\n"
-               "                         individual enrollment's primary key\n\n"
+               "                         individual enrollment's primary key\n"
+               "  cert root|intermediate|verification CODE|device REGID [--out PREFIX] [--ca PREFIX]\n"
+               "       [--cn NAME] [--days N] [--key-type ec|rsa2048|rsa3072] [--pathlen N]\n"
+               "                         X.509 certificates (PREFIX.cert.pem, .key.pem 0600, .chain.pem)\n"
+               "  ca add NAME FILE [--verified] | list | show NAME | verification-code NAME |\n"
+               "     verify NAME FILE | delete NAME\n"
+               "                         The service's CA certificates (admin API, --broker)\n"
+               "  group add GROUPID --ca NAME | --signing-cert FILE [--hub NAME]... [--disabled]\n"
+               "  enrollment add REGID --x509-cert FILE | --x509-thumbprint HEX [--device-id ID] [...]\n"
+               "                         X.509 enrollments (see edgeprov-dpsctl(1))\n\n"
+               "create = add, delete = remove.  Exit status: 2 invalid, 3 the admin API refused or\n"
+               "could not be reached, 4 not found, 5 exists already, 6 changed meanwhile (etag) or\n"
+               "locked, 1 other errors.\n"
                "Keys are generated (%d random bytes, base64) unless given, and never printed\n"
                "without --print-key.  The file is written atomically with mode 0640.\n",
                program, DEFAULT_DATA_FILE, GENERATED_KEY_BYTES);
@@ -129,7 +162,7 @@ static int lock_data(void) {
         return 0;
 }
 
-static int load(DpsData **ret) {
+int load(DpsData **ret) {
         _cleanup_free_ char *msg = NULL;
         if (lock_data() != 0)
                 return EXIT_FAILURE;
@@ -141,7 +174,7 @@ static int load(DpsData **ret) {
         return 0;
 }
 
-static int save(const DpsData *d) {
+int save(const DpsData *d) {
         struct stat st;
         bool existed = stat(arg_data, &st) >= 0;
         int r;
@@ -162,7 +195,15 @@ static int save(const DpsData *d) {
 }
 
 static int edit_failed(int r, const char *msg) {
-        return err_msg("%s: %s", arg_data, msg ?: strerror(-r));
+        err_msg("%s: %s", arg_data, msg ?: strerror(-r));
+        return file_error(r, msg);
+}
+
+static int file_error(int r, const char *msg) {
+        return r == -ENOENT ? EXIT_NOT_FOUND
+             : r == -EEXIST ? EXIT_EXISTS
+             : r == -EINVAL || r == -E2BIG || r == -EOPNOTSUPP ? EXIT_INVALID
+             : EXIT_FAILURE;
 }
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -254,8 +295,12 @@ static int verb_hub(int argc, char *argv[]) {
         static const struct option options[] = {
                 { "weight", required_argument, NULL, 'w' },
                 { "no-apply-allocation-policy", no_argument, NULL, 'n' },
+                { "apply-allocation-policy", no_argument, NULL, 'a' },
+                { "probe-address", required_argument, NULL, 'A' },
                 {},
         };
+        bool weight_set = false, apply_set = false;
+        const char *probe = NULL;
         _cleanup_(dps_data_freep) DpsData *d = NULL;
         _cleanup_free_ char *msg = NULL;
         unsigned weight = 1;
@@ -269,19 +314,69 @@ static int verb_hub(int argc, char *argv[]) {
         argv++;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "w:n", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "w:naA:", options, NULL)) >= 0)
                 switch (c) {
+                case 'A':
+                        if (dps_probe_address_parse(optarg, NULL, NULL) < 0)
+                                return err_msg("hub: --probe-address: '%s' is not a numeric IP:PORT.", optarg),
+                                       EXIT_INVALID;
+                        probe = optarg;
+                        break;
                 case 'w':
                         if (parse_unsigned(optarg, DPS_ALLOCATION_WEIGHT_MAX, &weight) < 0 || weight < 1)
                                 return err_msg("hub: --weight: '%s' is not a number in 1..%d.", optarg,
-                                             DPS_ALLOCATION_WEIGHT_MAX);
+                                             DPS_ALLOCATION_WEIGHT_MAX), EXIT_INVALID;
+                        weight_set = true;
                         break;
                 case 'n':
                         apply = false;
+                        apply_set = true;
+                        break;
+                case 'a':
+                        apply = true;
+                        apply_set = true;
                         break;
                 default:
                         return EXIT_FAILURE;
                 }
+
+        if (streq(action, "list") && arg_broker) {
+                if (optind != argc)
+                        return err_msg("hub list: unexpected argument '%s'.", argv[optind]);
+                return entry_list_admin(DPS_DATA_LINKED_HUBS);
+        }
+        if (!streq(action, "list")) {
+                if (optind + 1 != argc)
+                        return err_msg("hub %s: expected exactly one hub name.", action);
+                const char *name = argv[optind];
+                if (streq(action, "show"))
+                        return entry_show(DPS_DATA_LINKED_HUBS, name);
+                if (streq(action, "update") || ((arg_broker || probe) && (streq(action, "add") || streq(action, "link") ||
+                                                                          streq(action, "create")))) {
+                        _cleanup_json_ struct json_object *h = json_object_new_object();
+                        bool create = !streq(action, "update");
+                        if (!h || json_add_string(h, "name", name) < 0 ||
+                            ((create || weight_set) &&
+                             json_add(h, "allocationWeight", json_object_new_int((int) weight)) < 0) ||
+                            ((create || apply_set) &&
+                             json_add(h, "applyAllocationPolicy", json_object_new_boolean(apply)) < 0) ||
+                            (probe && json_add_string(h, "probeAddress", probe) < 0))
+                                return err_msg("Out of memory.");
+                        if (create && arg_broker)
+                                return admin_entry_command("linkHub", NULL, NULL, "hub", h, NULL, NULL);
+                        if (create) {
+                                if (load(&d) != 0)
+                                        return EXIT_FAILURE;
+                                r = dps_data_put(d, DPS_DATA_LINKED_HUBS, json_object_get(h), DPS_DATA_PUT_CREATE, &msg);
+                                if (r < 0)
+                                        return edit_failed(r, msg);
+                                return save(d) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+                        }
+                        return entry_update(DPS_DATA_LINKED_HUBS, name, h);
+                }
+                if (arg_broker && (streq(action, "remove") || streq(action, "unlink") || streq(action, "delete")))
+                        return admin_entry_command("unlinkHub", "name", name, NULL, NULL, NULL, NULL);
+        }
 
         if (load(&d) != 0)
                 return EXIT_FAILURE;
@@ -300,14 +395,14 @@ static int verb_hub(int argc, char *argv[]) {
                 return err_msg("hub %s: expected exactly one hub name.", action);
         const char *name = argv[optind];
 
-        if (streq(action, "add")) {
+        if (streq(action, "add") || streq(action, "link") || streq(action, "create")) {
                 if (!dps_hub_name_is_valid(name))
-                        return err_msg("hub add: '%s' is not a valid host name.", name);
+                        return err_msg("hub add: '%s' is not a valid host name.", name), EXIT_INVALID;
                 r = dps_data_add_hub(d, name, weight, apply, &msg);
-        } else if (streq(action, "remove"))
+        } else if (streq(action, "remove") || streq(action, "unlink") || streq(action, "delete"))
                 r = dps_data_remove_hub(d, name, &msg);
         else
-                return err_msg("hub: unknown action '%s' (add, remove, list).", action);
+                return err_msg("hub: unknown action '%s' (add, show, list, update, remove).", action);
         if (r < 0)
                 return edit_failed(r, msg);
         return save(d) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -326,8 +421,11 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                 { "reprovision", required_argument, NULL, 'R' },
                 { "initial-twin", required_argument, NULL, 'T' },
                 { "tpm-ek", required_argument, NULL, 'K' },
+                { "enabled", no_argument, NULL, 'E' },
+                { "no-iot-edge", no_argument, NULL, 'N' },
                 {},
         };
+        bool enabled = false, no_edge = false;
         const char *what = group ? "group" : "enrollment";
         const char *tpm_ek = NULL;
         _cleanup_json_ struct json_object *twin = NULL;
@@ -348,8 +446,14 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
         argv++;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "D:H:p:s:gxePR:T:K:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "D:H:p:s:gxePR:T:K:EN", options, NULL)) >= 0)
                 switch (c) {
+                case 'E':
+                        enabled = true;
+                        break;
+                case 'N':
+                        no_edge = true;
+                        break;
                 case 'K':
                         tpm_ek = optarg;
                         break;
@@ -405,7 +509,74 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                         return EXIT_FAILURE;
                 }
 
-        if (load(&d) != 0)
+        DpsDataList list = group ? DPS_DATA_ENROLLMENT_GROUPS : DPS_DATA_INDIVIDUAL_ENROLLMENTS;
+        bool is_delete = streq(action, "remove") || streq(action, "delete");
+        if (streq(action, "list") && arg_broker) {
+                if (optind != argc)
+                        return err_msg("%s list: unexpected argument '%s'.", what, argv[optind]);
+                return entry_list_admin(list);
+        }
+        if (!streq(action, "list")) {
+                if (optind + 1 != argc)
+                        return err_msg("%s %s: expected exactly one %s.", what, action,
+                                       group ? "enrollment group id" : "registration id");
+                const char *eid = argv[optind];
+                if (streq(action, "show"))
+                        return entry_show(list, eid);
+                if (is_delete && arg_broker)
+                        return admin_entry_command(group ? "deleteEnrollmentGroup" : "deleteEnrollment",
+                                                   group ? "enrollmentGroupId" : "registrationId", eid, NULL, NULL,
+                                                   NULL, NULL);
+                if (streq(action, "update")) {
+                        /* only what was given changes */
+                        _cleanup_json_ struct json_object *ch = json_object_new_object();
+                        if (!ch)
+                                return err_msg("Out of memory.");
+                        if (enabled && disabled)
+                                return err_msg("%s update: --enabled conflicts with --disabled.", what), EXIT_INVALID;
+                        if ((device_id && json_add_string(ch, "deviceId", device_id) < 0) ||
+                            ((enabled || disabled) &&
+                             json_add_string(ch, "provisioningStatus", disabled ? "disabled" : "enabled") < 0))
+                                return err_msg("Out of memory.");
+                        if (edge || no_edge) {
+                                struct json_object *caps = json_object_new_object();
+                                if (json_add(ch, "capabilities", caps) < 0 ||
+                                    json_add(caps, "iotEdge", json_object_new_boolean(edge)) < 0)
+                                        return err_msg("Out of memory.");
+                        }
+                        if (reprovision) {
+                                struct json_object *rp = json_object_new_object();
+                                if (json_add(ch, "reprovisionPolicy", rp) < 0 ||
+                                    json_add(rp, "updateHubAssignment",
+                                             json_object_new_boolean(!streq(reprovision, "never"))) < 0 ||
+                                    json_add(rp, "migrateDeviceData",
+                                             json_object_new_boolean(streq(reprovision, "migrate"))) < 0)
+                                        return err_msg("Out of memory.");
+                        }
+                        if (twin && json_add(ch, "initialTwin", TAKE_PTR(twin)) < 0)
+                                return err_msg("Out of memory.");
+                        if (n_hubs > 0) {
+                                struct json_object *a = json_object_new_array();
+                                if (json_add(ch, "iotHubs", a) < 0)
+                                        return err_msg("Out of memory.");
+                                for (size_t i = 0; i < n_hubs; i++)
+                                        if (json_object_array_add(a, json_object_new_string(hubs[i])) < 0)
+                                                return err_msg("Out of memory.");
+                        }
+                        if (primary) {
+                                struct json_object *att = json_object_new_object(), *sk = json_object_new_object();
+                                if (json_add(ch, "attestation", att) < 0 || json_add_string(att, "type", "symmetricKey") < 0 ||
+                                    json_add(att, "symmetricKey", sk) < 0 || json_add_string(sk, "primaryKey", primary) < 0 ||
+                                    (secondary && json_add_string(sk, "secondaryKey", secondary) < 0))
+                                        return err_msg("Out of memory.");
+                        }
+                        return entry_update(list, eid, ch);
+                }
+        }
+
+        if (arg_broker && !streq(action, "add") && !streq(action, "create"))
+                return err_msg("%s: unknown action '%s' (create, show, list, update, delete).", what, action);
+        if (!arg_broker && load(&d) != 0)
                 return EXIT_FAILURE;
 
         if (streq(action, "list")) {
@@ -435,20 +606,20 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
                              group ? "enrollment group id" : "registration id");
         const char *id = argv[optind];
 
-        if (streq(action, "remove")) {
+        if (is_delete) {
                 r = group ? dps_data_remove_group(d, id, &msg) : dps_data_remove_individual(d, id, &msg);
                 if (r < 0)
                         return edit_failed(r, msg);
                 return save(d) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
         }
-        if (!streq(action, "add"))
-                return err_msg("%s: unknown action '%s' (add, remove, list).", what, action);
+        if (!streq(action, "add") && !streq(action, "create"))
+                return err_msg("%s: unknown action '%s' (create, show, list, update, delete).", what, action);
 
         if (!dps_registration_id_is_valid(id))
                 return err_msg("%s add: '%s' is not a valid %s (1-128 of [A-Za-z0-9.:_-], alphanumeric at both ends).",
-                             what, id, group ? "enrollment group id" : "registration id");
+                             what, id, group ? "enrollment group id" : "registration id"), EXIT_INVALID;
         if (device_id && !dps_device_id_is_valid(device_id))
-                return err_msg("enrollment add: --device-id: '%s' is not a valid device id.", device_id);
+                return err_msg("enrollment add: --device-id: '%s' is not a valid device id.", device_id), EXIT_INVALID;
         if (tpm_ek) {
                 /* a TPM individual enrollment: the EK as `edgeprovd --print-tpm-identity` prints it */
                 _cleanup_free_ uint8_t *ekbuf = NULL;
@@ -526,10 +697,17 @@ static int verb_enrollment_or_group(int argc, char *argv[], bool group) {
             json_add(e, "lastUpdatedDateTimeUtc", json_object_new_string(now)) < 0)
                 return err_msg("Out of memory.");
 
+        if (arg_broker) {
+                r = admin_entry_command(group ? "createEnrollmentGroup" : "createEnrollment", NULL, NULL,
+                                        group ? "enrollmentGroup" : "enrollment", e, NULL, NULL);
+                if (r == EXIT_SUCCESS && print_key)
+                        printf("%s\n", primary);
+                return r;
+        }
         r = group ? dps_data_add_group(d, TAKE_PTR(e), &msg) : dps_data_add_individual(d, TAKE_PTR(e), &msg);
         if (r == -EEXIST)
                 return err_msg("%s: %s '%s' already exists.", arg_data,
-                             group ? "enrollment group" : "individual enrollment", id);
+                             group ? "enrollment group" : "individual enrollment", id), EXIT_EXISTS;
         if (r < 0)
                 return edit_failed(r, msg);
         if (save(d) != 0)
@@ -650,8 +828,6 @@ static int verb_token(int argc, char *argv[]) {
 
 /* ---- registration records (the SQLite store shared with the running plugin) -------------- */
 
-#define EXIT_NOT_FOUND 4
-
 static int open_store(DpsStore **ret) {
         _cleanup_free_ char *path = NULL, *msg = NULL;
         int r;
@@ -742,7 +918,6 @@ static void print_json(struct json_object *o) {
 
 /* ---- the admin API client ---------------------------------------------------------------- */
 
-#define EXIT_ADMIN_API 3
 #define ADMIN_TIMEOUT_MSEC 10000
 
 typedef struct AdminCall {
@@ -786,7 +961,7 @@ static uint64_t mono_msec(void) {
 }
 
 /* Sends one command and returns its response object ("data" or "error"). */
-static int admin_command(struct json_object *cmd, struct json_object **ret) {
+int admin_command(struct json_object *cmd, struct json_object **ret) {
         _cleanup_json_ struct json_object *req = json_object_new_object(), *resp = NULL;
         _cleanup_erase_ char *password = NULL;
         struct json_object *arr = json_object_new_array(), *responses = NULL;
@@ -891,7 +1066,7 @@ static int registration_via_admin_api(const char *action, const char *id) {
         const char *error = jstr(resp, "error");
         if (error) {
                 err_msg("registration %s: %s", action, error);
-                return streq(error, "Not found") ? EXIT_NOT_FOUND : EXIT_FAILURE;
+                return admin_error_exit(error);
         }
         if (!json_object_object_get_ex(resp, "data", &data))
                 return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
@@ -927,6 +1102,209 @@ static int registration_via_admin_api(const char *action, const char *id) {
                        jstr(x, "assignedHub") ?: "-", strna(jstr(x, "lastUpdatedDateTimeUtc")));
         }
         return EXIT_SUCCESS;
+}
+
+/* ---- hubs and enrollments through the admin API, or in the file -------------------------- */
+
+static const struct {
+        const char *get, *list, *update, *id_key, *obj_key, *list_key;
+} entry_commands[_DPS_DATA_LIST_MAX] = {
+        [DPS_DATA_LINKED_HUBS] = { "getHub", "listHubs", "updateHub", "name", "hub", "linkedHubs" },
+        [DPS_DATA_INDIVIDUAL_ENROLLMENTS] = { "getEnrollment", "listEnrollments", "updateEnrollment",
+                                              "registrationId", "enrollment", "individualEnrollments" },
+        [DPS_DATA_ENROLLMENT_GROUPS] = { "getEnrollmentGroup", "listEnrollmentGroups", "updateEnrollmentGroup",
+                                         "enrollmentGroupId", "enrollmentGroup", "enrollmentGroups" },
+};
+
+/* The error classes of admin.h → exit codes. */
+static int admin_error_exit(const char *error) {
+        if (startswith(error, "Not found"))
+                return EXIT_NOT_FOUND;
+        if (startswith(error, "Already exists"))
+                return EXIT_EXISTS;
+        if (startswith(error, "Precondition failed") || startswith(error, "Busy"))
+                return EXIT_CONFLICT;
+        if (startswith(error, "Invalid"))
+                return EXIT_INVALID;
+        return EXIT_FAILURE;
+}
+
+/* {"command": command, id_key: id, obj_key: obj, "ifMatch": if_match}; obj is not taken. */
+static int admin_entry_command(const char *command, const char *id_key, const char *id, const char *obj_key,
+                               struct json_object *obj, const char *if_match, struct json_object **ret_data) {
+        _cleanup_json_ struct json_object *resp = NULL;
+        struct json_object *cmd = json_object_new_object(), *data = NULL;
+        int r;
+
+        if (!cmd || json_add_string(cmd, "command", command) < 0 || (id_key && json_add_string(cmd, id_key, id) < 0) ||
+            (obj_key && json_add(cmd, obj_key, json_object_get(obj)) < 0) ||
+            (if_match && json_add_string(cmd, "ifMatch", if_match) < 0)) {
+                json_object_put(cmd);
+                return err_msg("Out of memory.");
+        }
+        r = admin_command(cmd, &resp);
+        if (r != 0)
+                return r;
+        const char *error = jstr(resp, "error");
+        if (error) {
+                err_msg("%s: %s", command, error);
+                return admin_error_exit(error);
+        }
+        if (!json_object_object_get_ex(resp, "data", &data))
+                return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+        if (ret_data)
+                *ret_data = json_object_get(data);
+        return EXIT_SUCCESS;
+}
+
+static void strip_keys(struct json_object *o) {
+        struct json_object *att = NULL, *sk = NULL;
+        if (json_object_object_get_ex(o, "attestation", &att) && json_object_object_get_ex(att, "symmetricKey", &sk) &&
+            json_object_is_type(sk, json_type_object)) {
+                json_object_object_del(sk, "primaryKey");
+                json_object_object_del(sk, "secondaryKey");
+        }
+}
+
+/* The current entry (keys removed), from the service or the file. */
+static int entry_get(DpsDataList list, const char *id, struct json_object **ret) {
+        if (arg_broker) {
+                _cleanup_json_ struct json_object *data = NULL;
+                struct json_object *o = NULL;
+                int r = admin_entry_command(entry_commands[list].get, entry_commands[list].id_key, id, NULL, NULL,
+                                            NULL, &data);
+                if (r != EXIT_SUCCESS)
+                        return r;
+                if (!json_object_object_get_ex(data, entry_commands[list].obj_key, &o))
+                        return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+                *ret = json_object_get(o);
+                return EXIT_SUCCESS;
+        }
+        _cleanup_(dps_data_freep) DpsData *d = NULL;
+        struct json_object *c = NULL;
+        if (load(&d) != 0)
+                return EXIT_FAILURE;
+        struct json_object *o = dps_data_find_json(d, list, id);
+        if (!o)
+                return err_msg("%s: no %s '%s'.", arg_data, entry_commands[list].obj_key, id), EXIT_NOT_FOUND;
+        if (json_object_deep_copy(o, &c, NULL) < 0 || !c)
+                return err_msg("Out of memory.");
+        strip_keys(c);
+        *ret = c;
+        return EXIT_SUCCESS;
+}
+
+static void print_fields(struct json_object *o) {
+        json_object_object_foreach(o, key, val)
+                printf("%-24s %s\n", key,
+                       json_object_is_type(val, json_type_string)
+                               ? json_object_get_string(val)
+                               : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static int entry_show(DpsDataList list, const char *id) {
+        _cleanup_json_ struct json_object *o = NULL;
+        int r = entry_get(list, id, &o);
+        if (r != EXIT_SUCCESS)
+                return r;
+        if (arg_json)
+                print_json(o);
+        else
+                print_fields(o);
+        return EXIT_SUCCESS;
+}
+
+static int entry_list_admin(DpsDataList list) {
+        _cleanup_json_ struct json_object *data = NULL;
+        struct json_object *a = NULL;
+        int r;
+
+        r = admin_entry_command(entry_commands[list].list, NULL, NULL, NULL, NULL, NULL, &data);
+        if (r != EXIT_SUCCESS)
+                return r;
+        if (!json_object_object_get_ex(data, entry_commands[list].list_key, &a) || !json_object_is_type(a, json_type_array))
+                return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
+        if (arg_json) {
+                print_json(a);
+                return EXIT_SUCCESS;
+        }
+        if (list == DPS_DATA_LINKED_HUBS)
+                printf("%-40s %6s %s\n", "NAME", "WEIGHT", "APPLY-ALLOCATION-POLICY");
+        else
+                printf("%-32s %-24s %-8s %-12s %s\n", list == DPS_DATA_ENROLLMENT_GROUPS ? "GROUP" : "REGISTRATION-ID",
+                       list == DPS_DATA_ENROLLMENT_GROUPS ? "" : "DEVICE-ID", "STATUS", "ATTESTATION", "HUBS");
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+                struct json_object *x = json_object_array_get_idx(a, i), *v = NULL, *att = NULL;
+                if (list == DPS_DATA_LINKED_HUBS) {
+                        struct json_object *w = NULL, *ap = NULL;
+                        (void) json_object_object_get_ex(x, "allocationWeight", &w);
+                        (void) json_object_object_get_ex(x, "applyAllocationPolicy", &ap);
+                        printf("%-40s %6d %s\n", strna(jstr(x, "name")), w ? json_object_get_int(w) : 1,
+                               !ap || json_object_get_boolean(ap) ? "yes" : "no");
+                        continue;
+                }
+                (void) json_object_object_get_ex(x, "attestation", &att);
+                printf("%-32s %-24s %-8s %-12s ", strna(jstr(x, entry_commands[list].id_key)),
+                       list == DPS_DATA_ENROLLMENT_GROUPS ? "" : jstr(x, "deviceId") ?: "-",
+                       jstr(x, "provisioningStatus") ?: "enabled", strna(jstr(att, "type")));
+                if (jstr(x, "iotHubHostName"))
+                        printf("%s", jstr(x, "iotHubHostName"));
+                else if (!json_object_object_get_ex(x, "iotHubs", &v) || json_object_array_length(v) == 0)
+                        printf("(all linked)");
+                else
+                        for (size_t j = 0; j < json_object_array_length(v); j++)
+                                printf("%s%s", j ? "," : "", json_object_get_string(json_object_array_get_idx(v, j)));
+                putchar('\n');
+        }
+        return EXIT_SUCCESS;
+}
+
+/* Read, change the given members, write back; through the admin API with ifMatch = the etag
+ * read, so a concurrent change is refused (exit 6) instead of overwritten. */
+static int entry_update(DpsDataList list, const char *id, struct json_object *changes) {
+        _cleanup_json_ struct json_object *o = NULL;
+        _cleanup_free_ char *etag = NULL, *msg = NULL;
+        int r;
+
+        if (!arg_broker) {
+                _cleanup_(dps_data_freep) DpsData *d = NULL;
+                struct json_object *cur, *c = NULL;
+                if (load(&d) != 0)
+                        return EXIT_FAILURE;
+                cur = dps_data_find_json(d, list, id);
+                if (!cur)
+                        return err_msg("%s: no %s '%s'.", arg_data, entry_commands[list].obj_key, id), EXIT_NOT_FOUND;
+                if (json_object_deep_copy(cur, &c, NULL) < 0 || !c)
+                        return err_msg("Out of memory.");
+                json_object_object_foreach(changes, k, v)
+                        if (json_object_object_add(c, k, json_object_get(v)) < 0) {
+                                json_object_put(c);
+                                return err_msg("Out of memory.");
+                        }
+                if (list != DPS_DATA_LINKED_HUBS) {
+                        char now[32];
+                        timestamp_now(now);
+                        if (json_object_object_add(c, "lastUpdatedDateTimeUtc", json_object_new_string(now)) < 0) {
+                                json_object_put(c);
+                                return err_msg("Out of memory.");
+                        }
+                }
+                r = dps_data_put(d, list, c, DPS_DATA_PUT_UPDATE, &msg);
+                if (r < 0)
+                        return edit_failed(r, msg);
+                return save(d) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        }
+
+        r = entry_get(list, id, &o);
+        if (r != EXIT_SUCCESS)
+                return r;
+        if (jstr(o, "etag") && !(etag = strdup(jstr(o, "etag"))))
+                return err_msg("Out of memory.");
+        json_object_object_foreach(changes, k, v)
+                if (json_object_object_add(o, k, json_object_get(v)) < 0)
+                        return err_msg("Out of memory.");
+        return admin_entry_command(entry_commands[list].update, NULL, NULL, entry_commands[list].obj_key, o, etag,
+                                   NULL);
 }
 
 static int verb_registration(int argc, char *argv[]) {
@@ -1065,13 +1443,19 @@ int main(int argc, char *argv[]) {
         if (streq(verb, "hub"))
                 return verb_hub(vargc, vargv);
         if (streq(verb, "enrollment"))
-                return verb_enrollment_or_group(vargc, vargv, false);
+                return x509_enrollment_wanted(vargc, vargv) ? verb_x509_enrollment(vargc, vargv, false)
+                                                            : verb_enrollment_or_group(vargc, vargv, false);
         if (streq(verb, "group"))
-                return verb_enrollment_or_group(vargc, vargv, true);
+                return x509_enrollment_wanted(vargc, vargv) ? verb_x509_enrollment(vargc, vargv, true)
+                                                            : verb_enrollment_or_group(vargc, vargv, true);
         if (streq(verb, "registration"))
                 return verb_registration(vargc, vargv);
         if (streq(verb, "compute-key"))
                 return verb_compute_key(vargc, vargv);
+        if (streq(verb, "cert"))
+                return verb_cert(vargc, vargv);
+        if (streq(verb, "ca"))
+                return verb_ca(vargc, vargv, arg_json);
         if (streq(verb, "token"))
                 return verb_token(vargc, vargv);
         if (streq(verb, "help"))

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -292,4 +293,26 @@ int mkdir_p(const char *path, mode_t mode) {
         }
 
         return 0;
+}
+
+int unlink_stale_temp_files(const char *dir, const char *base) {
+        _cleanup_free_ char *prefix = NULL;
+        struct dirent *de;
+        DIR *d;
+        int n = 0;
+
+        if (isempty(dir))
+                return -EINVAL;
+        if (asprintf(&prefix, ".#%s%s", strempty(base), base ? "." : "") < 0) {
+                prefix = NULL;
+                return -ENOMEM;
+        }
+        d = opendir(dir);
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d)))
+                if (startswith(de->d_name, prefix) && unlinkat(dirfd(d), de->d_name, 0) >= 0)
+                        n++;
+        closedir(d);
+        return n;
 }

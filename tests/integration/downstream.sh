@@ -1,8 +1,11 @@
 #!/bin/bash
 # Downstream sensors in bulk: N sensors (default 1,000) from `edgeprovctl register --file`,
 # registered through the group enrollment with bounded concurrency; edgeprovd is killed
-# (SIGKILL) half way and restarted: every sensor ends up assigned, none is lost, and none that
-# was committed before the kill is registered again.  Then a service limited to a few
+# (SIGKILL) half way and restarted: every sensor ends up assigned and none is lost.  Registered
+# twice may only be a sensor whose register request the service had received while its record
+# did not hold the operationId yet (the window between sending the request and persisting the
+# 202): sensors assigned or with a persisted operationId at the kill are registered exactly once
+# (the restarted daemon polls their operation), no sensor more than twice.  Then a service limited to a few
 # registrations a minute answers 429: edgeprovd honours it and still gets every sensor through.
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
 . "$EDGEPROV_SRCDIR/tests/integration/bus-lib.sh"
@@ -57,11 +60,29 @@ kill -KILL "$AGENT_PID"
 wait "$AGENT_PID" 2> /dev/null || true
 # the submission either finished before the kill or failed with it; it is repeated below
 wait "$SUBMIT_PID" 2> /dev/null || true
+cp -a "$WORK/state/devices" "$WORK/devices-at-kill"
 SUBMITTED=$(ls "$WORK/state/devices" | grep -c '\.json$' || true)
 grep -l '"state":"assigned"' "$WORK/state/devices/"*.json | sed 's|.*/||; s|\.json$||' | sort > "$WORK/before-kill"
+grep -l '"operationId"' "$WORK/state/devices/"*.json 2> /dev/null | sed 's|.*/||; s|\.json$||' | sort > "$WORK/accepted-at-kill" || true
 BEFORE=$(wc -l < "$WORK/before-kill")
-ep_log "killed edgeprovd with $BEFORE of $N sensors assigned"
+ACCEPTED=$(wc -l < "$WORK/accepted-at-kill")
+ep_log "killed edgeprovd with $BEFORE of $N sensors assigned, $ACCEPTED with a persisted operationId"
+# the broker may still handle what the dead daemon's sockets held: wait until it is quiet
+registrations_logged() { grep -c "Registration '" "$WORK/broker/mosquitto.log" || true; }
+service_quiet() {
+        local a b
+        a=$(registrations_logged)
+        sleep 1
+        b=$(registrations_logged)
+        [ "$a" = "$b" ]
+}
+wait_for 20 service_quiet || fail "the service kept registering after the kill"
 cp "$WORK/broker/mosquitto.log" "$WORK/broker-at-kill.log"
+service_ids() { grep -o "Registration '[^']*' assigned" "$1" | sed "s/Registration '//; s/' assigned//" | grep -v '^gw1$' || true; }
+# the window: received by the service, but neither assigned nor accepted in the record
+service_ids "$WORK/broker-at-kill.log" | sort -u | comm -23 - "$WORK/before-kill" | comm -23 - "$WORK/accepted-at-kill" \
+        > "$WORK/window"
+WINDOW=$(wc -l < "$WORK/window")
 
 LOG_TARGET=console "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --bus-address="$BUS_ADDRESS" > "$WORK/agent2.log" 2>&1 &
 AGENT_PID=$!
@@ -80,15 +101,25 @@ T_ALL=$((SECONDS - T0))
 # nothing lost: every sensor of the file is assigned, exactly once in the registry
 [ "$(ls "$WORK/state/devices" | grep -c '\.json$')" = "$N" ] || fail "sensor records lost or added"
 ls "$WORK/state/devices" | grep -q corrupt && fail "a sensor record was torn by the kill"
-# nothing registered twice: sensors committed before the kill were not registered again
-grep -o "Registration '[^']*' assigned" "$WORK/broker/mosquitto.log" | sed "s/Registration '//; s/' assigned//" |
-        grep -v '^gw1$' | sort > "$WORK/service-assignments"
+# registered twice only inside the window: counted from the service's log, one line per register
+service_ids "$WORK/broker/mosquitto.log" | sort > "$WORK/service-assignments"
 [ "$(sort -u "$WORK/service-assignments" | wc -l)" = "$N" ] || fail "the service did not assign $N distinct sensors"
-sort "$WORK/service-assignments" | uniq -d > "$WORK/twice"
+uniq -d "$WORK/service-assignments" > "$WORK/twice"
+uniq -c "$WORK/service-assignments" | awk '$1 > 2 { print $2 }' > "$WORK/thrice"
+[ ! -s "$WORK/thrice" ] || fail "sensors registered more than twice: $(head "$WORK/thrice")"
 comm -12 "$WORK/twice" "$WORK/before-kill" > "$WORK/twice-committed"
 [ ! -s "$WORK/twice-committed" ] || fail "committed sensors registered again: $(head "$WORK/twice-committed")"
+comm -12 "$WORK/twice" "$WORK/accepted-at-kill" > "$WORK/twice-accepted"
+[ ! -s "$WORK/twice-accepted" ] ||
+        fail "sensors with a persisted operationId registered again instead of polling: $(head "$WORK/twice-accepted")"
+comm -23 "$WORK/twice" "$WORK/window" > "$WORK/twice-outside"
+[ ! -s "$WORK/twice-outside" ] || fail "registered twice outside the send-to-202 window: $(head "$WORK/twice-outside")"
 TWICE=$(wc -l < "$WORK/twice")
-[ "$TWICE" -le "$CONCURRENCY" ] || fail "$TWICE sensors registered twice, more than were in flight"
+[ "$WINDOW" -le "$CONCURRENCY" ] || fail "$WINDOW sensors in the window, more than were in flight"
+# the accepted ones were resumed: the restarted daemon polled their operation
+if [ "$ACCEPTED" -gt 0 ]; then
+        grep -q "resuming operation" "$WORK/agent2.log" || fail "no operation resumed after the restart"
+fi
 # each sensor used its own identity, with the gateway's id in the payload
 grep -c "enrollment group 'sensors'" "$WORK/broker/mosquitto.log" | { read -r c; [ "$c" -ge "$N" ]; } ||
         fail "sensors did not register through the group enrollment"
@@ -97,7 +128,7 @@ grep -c "enrollment group 'sensors'" "$WORK/broker/mosquitto.log" | { read -r c;
 "$EDGEPROVCTL" --bus-address="$BUS_ADDRESS" devices | tail -n 1 | grep -q "^$N device(s): $N assigned, 0 failed" ||
         fail "edgeprovctl devices: $("$EDGEPROVCTL" --bus-address="$BUS_ADDRESS" devices | tail -n 1)"
 ep_stop "$AGENT_PID" || fail "edgeprovd did not stop cleanly"
-ep_log "$N sensors: $SUBMITTED submitted before the kill, all assigned after ${T_ALL}s (concurrency $CONCURRENCY, service retry-after 1 s); $TWICE in flight at the kill were registered again"
+ep_log "$N sensors: $SUBMITTED submitted before the kill, all assigned after ${T_ALL}s (concurrency $CONCURRENCY, service retry-after 1 s); at the kill $ACCEPTED had a persisted operationId (polled after the restart, not registered again), $WINDOW were between register and 202; $TWICE registered twice"
 
 # --- 429: a service that takes 60 registrations a minute (a burst of 60, then one a second);
 # edgeprovd repeats after retry-after
@@ -130,4 +161,4 @@ THROTTLED=$(grep -c "Provisioning service answered 429" "$WORK/agent3.log" || tr
 [ "$THROTTLED" -lt $((16 * 60)) ] || fail "$THROTTLED 429s for $M sensors: retry-after not honoured"
 ep_stop "$AGENT_PID" || fail "edgeprovd did not stop cleanly (3)"
 grep -qF "$GKEY" "$WORK"/agent*.log && fail "the group key appears in a log"
-echo "PASS: $N sensors in ${T_ALL}s with a SIGKILL half way ($TWICE re-registered in flight, none committed); 429 honoured ($THROTTLED throttled answers)"
+echo "PASS: $N sensors in ${T_ALL}s with a SIGKILL half way ($ACCEPTED resumed by operationId, $TWICE of $WINDOW in the register-to-202 window registered twice, none else); 429 honoured ($THROTTLED throttled answers)"

@@ -55,7 +55,7 @@ echo "$out" | grep -q '"linkedHubs":\[{"name":"hub-a.example.test","allocationWe
 
 # errors per command
 out=$(admin '{"commands":[{"command":"getRegistration","registrationId":"nobody"},{"command":"getRegistration"},{"command":"frobnicate"}]}')
-echo "$out" | grep -q '"command":"getRegistration","error":"Not found"' || fail "unknown record: $out"
+echo "$out" | grep -q '"command":"getRegistration","error":"Not found: ' || fail "unknown record: $out"
 echo "$out" | grep -q '"error":"Invalid/missing registrationId"' || fail "missing id: $out"
 echo "$out" | grep -q '"command":"frobnicate","error":"Unknown command"' || fail "unknown command: $out"
 out=$(admin '{"commands":') || fail "no answer to malformed JSON"

@@ -22,7 +22,7 @@ check_stderr() {
         fi
 }
 
-for unit in edgeprovd.service edgeprov-swtpm.service; do
+for unit in edgeprovd.service edgeprov-swtpm.service edgeprov-dps-httpd.service; do
         f=$BUILD/units/$unit
         [ -f "$f" ] || fail "$f was not generated"
         grep -q '@[a-z_]*@' "$f" && fail "$unit: unsubstituted @variables@"

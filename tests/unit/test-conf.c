@@ -134,7 +134,8 @@ static void test_bad_values(void **state) {
         expect_error("provisioning = { endpoint = \"mqtts://x\"; };", "provisioning.endpoint= must be a bare host");
         expect_error("provisioning = { endpoint = \"\"; };", "provisioning.endpoint= must be a host name");
         expect_error("provisioning = { endpoint = \"a b\"; };", "provisioning.endpoint= must be a bare host");
-        expect_error("provisioning = { transport = \"https\"; };", "provisioning.transport= must be \"mqtt\"");
+        expect_error("provisioning = { transport = \"http\"; };",
+                     "provisioning.transport= must be \"mqtt\" or \"https\"");
         expect_error("provisioning = { id_scope = \"no scope\"; };", "provisioning.id_scope= must be a DPS ID scope");
         expect_error("provisioning = { registration_id = \"-gw\"; };", "provisioning.registration_id= must be 1 to 128");
         expect_error("provisioning = { registration_id = \"gw/1\"; };", "provisioning.registration_id= must be");
@@ -311,6 +312,45 @@ static void test_fingerprint(void **state) {
         conf_done(&c);
 }
 
+/* HTTPS transport (issue 9): defaults of provisioning.transport and .port */
+static void test_transport(void **state) {
+        static const struct {
+                const char *text;
+                const char *transport;
+                int port;
+        } cases[] = {
+                { "", "mqtt", 8883 },
+                { "provisioning = { transport = \"https\"; };", "https", 443 },
+                { "provisioning = { transport = \"https\"; port = 8443; };", "https", 8443 },
+                { "provisioning = { port = 8883; transport = \"https\"; };", "https", 8883 },
+                /* symmetric key against Azure: MQTT unless configured */
+                { "provisioning = { endpoint = \"global.azure-devices-provisioning.net\"; };", "mqtt", 8883 },
+                /* TPM: HTTPS against Azure DPS host names, MQTT against anything else (ours) */
+                { "provisioning = { endpoint = \"global.azure-devices-provisioning.net\"; "
+                             "attestation = { method = \"tpm\"; }; };", "https", 443 },
+                { "provisioning = { endpoint = \"MyDps.Azure-Devices-Provisioning.cn\"; "
+                             "attestation = { method = \"tpm\"; }; };", "https", 443 },
+                { "provisioning = { endpoint = \"dps.example.com\"; "
+                             "attestation = { method = \"tpm\"; }; };", "mqtt", 8883 },
+                { "provisioning = { endpoint = \"azure-devices-provisioning.net.example.com\"; "
+                             "attestation = { method = \"tpm\"; }; };", "mqtt", 8883 },
+                { "provisioning = { endpoint = \"global.azure-devices-provisioning.net\"; "
+                             "transport = \"mqtt\"; attestation = { method = \"tpm\"; }; };", "mqtt", 8883 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                Config c;
+                _cleanup_free_ char *err = NULL;
+                conf_init(&c);
+                if (conf_apply_string(&c, VALID_PROV, "t.conf", &err) < 0 ||
+                    conf_apply_string(&c, cases[i].text, "d.conf", &err) < 0 || conf_verify(&c, &err) < 0)
+                        fail_msg("case %zu: %s", i, strna(err));
+                if (!streq(conf_transport(&c), cases[i].transport) || conf_port(&c) != cases[i].port)
+                        fail_msg("case %zu: %s:%d, expected %s:%d", i, conf_transport(&c), conf_port(&c),
+                                 cases[i].transport, cases[i].port);
+                conf_done(&c);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_valid_defaults),
@@ -325,6 +365,7 @@ int main(void) {
                 cmocka_unit_test(test_tpm),
                 cmocka_unit_test(test_dropins_and_key_path),
                 cmocka_unit_test(test_fingerprint),
+                cmocka_unit_test(test_transport),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

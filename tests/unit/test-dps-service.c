@@ -831,7 +831,7 @@ static void test_datafile_errors(void **state) {
                   -EINVAL, "provisioningStatus: must be 'enabled' or 'disabled'" },
                 { "{\"idScope\":\"0ne1\",\"individualEnrollments\":[{\"registrationId\":\"a\",\"attestation\":" SK(
                           K1, K2) ",\"allocationPolicy\":\"custom\"}]}",
-                  -EOPNOTSUPP, "custom allocation is not supported" },
+                  -EINVAL, "customAllocationDefinition: custom allocation needs an object with webhookUrl" },
                 { "{\"idScope\":\"0ne1\",\"individualEnrollments\":[{\"registrationId\":\"a\",\"attestation\":" SK(
                           K1, K2) ",\"allocationPolicy\":\"static\"}]}",
                   -EINVAL, "static allocation needs exactly one hub" },

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <errno.h>
 
 #include "dps/store.h"
 #include "edgeprov/macro.h"
@@ -159,6 +160,55 @@ static uint64_t batch_cost(DpsStore *s, unsigned start, unsigned n_batch) {
 
 /* O(log n) with a small constant: the cost per registration with ~20,000 records is not much
  * higher than with ~1,000 (the 100,000-record figure is measured by bench/dps-throughput). */
+static void test_operations(void **state) {
+        _cleanup_(dps_store_freep) DpsStore *s = NULL, *other = NULL;
+        _cleanup_(dps_operation_record_done) DpsOperationRecord got = {}, got2 = {}, pending = {};
+        _cleanup_(dps_record_done) DpsRecord rec = {};
+        DpsRecord r = record("op-dev", "hub1.example.net", "initialAssignment");
+        unsigned n = 99;
+
+        assert_int_equal(dps_store_open(db_path, &s, NULL), 0);
+        assert_int_equal(dps_store_open(db_path, &other, NULL), 0);
+
+        /* record and operation in one transaction, visible to the other handle */
+        DpsOperationRecord op = { .id = (char *) "4.1.a", .registration_id = (char *) "op-dev", .created_usec = 5000,
+                                  .body = (char *) "{\"status\":\"assigned\"}" };
+        assert_int_equal(dps_store_put_operation(s, &r, &op), 0);
+        assert_int_equal(dps_store_get_operation(other, "4.1.a", &got), 0);
+        assert_string_equal(got.registration_id, "op-dev");
+        assert_string_equal(got.body, "{\"status\":\"assigned\"}");
+        assert_int_equal(got.created_usec, 5000);
+        assert_int_equal(dps_store_get(other, "OP-DEV", &rec), 0);
+        assert_int_equal(dps_store_get_operation(s, "4.1.b", &got2), -ENOENT);
+
+        /* a pending operation has no body; an explicit transaction rolls back */
+        DpsOperationRecord op2 = { .id = (char *) "4.1.b", .registration_id = (char *) "op-dev", .created_usec = 9000 };
+        assert_int_equal(dps_store_put_operation(s, NULL, &op2), 0);
+        assert_int_equal(dps_store_get_operation(s, "4.1.b", &pending), 0);
+        assert_null(pending.body);
+        DpsOperationRecord op3 = { .id = (char *) "4.1.c", .registration_id = (char *) "x", .created_usec = 1 };
+        assert_int_equal(dps_store_begin(s), 0);
+        assert_int_equal(dps_store_put_operation(s, NULL, &op3), 0);
+        dps_store_rollback(s);
+        dps_store_rollback(s); /* outside a transaction: nothing */
+        assert_int_equal(dps_store_get_operation(other, "4.1.c", &got2), -ENOENT);
+
+        /* expiry: oldest first, at most max per call */
+        assert_int_equal(dps_store_purge_operations(s, 6000, 10, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(dps_store_get_operation(s, "4.1.a", &got2), -ENOENT);
+        assert_int_equal(dps_store_purge_operations(s, 6000, 10, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(dps_store_purge_operations(s, 100000, 0, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(dps_store_purge_operations(s, 100000, 1, &n), 0);
+        assert_int_equal(n, 1);
+
+        assert_int_equal(dps_store_put_operation(s, NULL, NULL), -EINVAL);
+        DpsOperationRecord bad = { .id = (char *) "x" };
+        assert_int_equal(dps_store_put_operation(s, NULL, &bad), -EINVAL);
+}
+
 static void test_cost_does_not_grow(void **state) {
         _cleanup_(dps_store_freep) DpsStore *s = NULL;
         _cleanup_free_ char *p = NULL;
@@ -177,6 +227,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_roundtrip),
                 cmocka_unit_test(test_foreach),
+                cmocka_unit_test(test_operations),
                 cmocka_unit_test(test_open_errors),
                 cmocka_unit_test(test_cost_does_not_grow),
         };

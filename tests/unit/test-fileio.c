@@ -308,9 +308,37 @@ static void test_mkdir_p(void **state) {
         assert_int_equal(mkdir_p("", 0700), -EINVAL);
 }
 
+/* reliability (issue 8): temporary files left by a process killed inside write_file_atomic() */
+static void test_unlink_stale_temp_files(void **state) {
+        const char *dir = *state;
+        _cleanup_free_ char *good = path_join(dir, "state.json"), *t1 = path_join(dir, ".#state.json.AbCdEf"),
+                            *t2 = path_join(dir, ".#other.json.XyZ123"), *keep = path_join(dir, ".hidden");
+        struct stat st;
+
+        write_plain(good, "{}", 2, 0600);
+        write_plain(t1, "{", 1, 0600);
+        write_plain(t2, "[", 1, 0600);
+        write_plain(keep, "x", 1, 0600);
+        /* one base: only its temporary files */
+        assert_int_equal(unlink_stale_temp_files(dir, "state.json"), 1);
+        assert_int_not_equal(stat(t1, &st), 0);
+        assert_int_equal(stat(t2, &st), 0);
+        /* every ".#*": the other temporary file, never the real files or other dot files */
+        assert_int_equal(unlink_stale_temp_files(dir, NULL), 1);
+        assert_int_not_equal(stat(t2, &st), 0);
+        assert_int_equal(stat(good, &st), 0);
+        assert_int_equal(stat(keep, &st), 0);
+        assert_int_equal(unlink_stale_temp_files(dir, NULL), 0);
+        /* a missing directory is nothing to clean */
+        _cleanup_free_ char *missing = path_join(dir, "nope");
+        assert_int_equal(unlink_stale_temp_files(missing, NULL), 0);
+        assert_int_equal(unlink_stale_temp_files("", NULL), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_atomic_create_and_replace, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unlink_stale_temp_files, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_atomic_empty_and_large, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_atomic_relative, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_atomic_failures, setup, teardown),

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -111,6 +112,64 @@ static void test_record(void **state) {
         sensor_done(&s);
 }
 
+/* the operation accepted by the service survives a restart, only while pending */
+static void test_record_operation(void **state) {
+        Sensor s = { .id = strdup("sensor-1"), .operation_id = strdup("4.0a1b2c.0001"), .state = SENSOR_REGISTERING };
+        Sensor t = {};
+        char *text = NULL;
+        assert_int_equal(sensor_record_format(&s, &text), 0);
+        assert_non_null(strstr(text, "\"operationId\":\"4.0a1b2c.0001\""));
+        assert_int_equal(sensor_record_parse(text, strlen(text), &t), 0);
+        assert_int_equal(t.state, SENSOR_PENDING);
+        assert_string_equal(t.operation_id, "4.0a1b2c.0001");
+        free(text);
+        sensor_done(&t);
+        /* an assigned record does not carry it */
+        s.state = SENSOR_ASSIGNED;
+        s.device_id = strdup("d");
+        s.assigned_hub = strdup("h");
+        assert_int_equal(sensor_record_format(&s, &text), 0);
+        assert_null(strstr(text, "operationId"));
+        free(text);
+        sensor_done(&s);
+        /* it goes into a topic: no spaces, no control characters, bounded, only with pending */
+        static const char *const bad[] = {
+                "{\"version\":1,\"registrationId\":\"s\",\"state\":\"pending\",\"operationId\":\"a b\"}",
+                "{\"version\":1,\"registrationId\":\"s\",\"state\":\"pending\",\"operationId\":\"a\\nb\"}",
+                "{\"version\":1,\"registrationId\":\"s\",\"state\":\"pending\",\"operationId\":\"\"}",
+                "{\"version\":1,\"registrationId\":\"s\",\"state\":\"pending\",\"operationId\":7}",
+                "{\"version\":1,\"registrationId\":\"s\",\"state\":\"failed\",\"operationId\":\"x\"}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_int_equal(sensor_record_parse(bad[i], strlen(bad[i]), &t), -EBADMSG);
+        char big[400];
+        int n = snprintf(big, sizeof(big), "{\"version\":1,\"registrationId\":\"s\",\"state\":\"pending\",\"operationId\":\"");
+        memset(big + n, 'a', 257);
+        strcpy(big + n + 257, "\"}");
+        assert_int_equal(sensor_record_parse(big, strlen(big), &t), -EBADMSG);
+}
+
+static void test_conf_group_key_in_tpm(void **state) {
+        Config c;
+        char *err = NULL;
+        conf_init(&c);
+        assert_false(c.downstream_group_key_in_tpm);
+        assert_int_equal(conf_apply_string(&c,
+                                           "provisioning = { endpoint = \"h\"; id_scope = \"0ne00000001\";\n"
+                                           "  registration_id = \"gw\"; attestation = { method = \"symmetric_key\";\n"
+                                           "  key_file = \"k\"; }; };\ndownstream = { group_key_in_tpm = true; };\n",
+                                           "t.conf", &err),
+                         0);
+        assert_true(c.downstream_group_key_in_tpm);
+        assert_int_equal(conf_verify(&c, &err), 0);
+        /* one source of the group key, not two */
+        assert_int_equal(conf_apply_string(&c, "downstream = { group_key_file = \"gk\"; };", "d.conf", &err), 0);
+        assert_int_equal(conf_verify(&c, &err), -EINVAL);
+        assert_non_null(strstr(err, "exclude each other"));
+        free(err);
+        conf_done(&c);
+}
+
 static void test_conf_keys(void **state) {
         Config c;
         char *err = NULL;
@@ -151,6 +210,8 @@ int main(void) {
                 cmocka_unit_test(test_csv),
                 cmocka_unit_test(test_json),
                 cmocka_unit_test(test_record),
+                cmocka_unit_test(test_record_operation),
+                cmocka_unit_test(test_conf_group_key_in_tpm),
                 cmocka_unit_test(test_conf_keys),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
