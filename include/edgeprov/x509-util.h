@@ -54,6 +54,8 @@ int x509_load_certs(const char *path, STACK_OF(X509) **ret);
 /* The first certificate of a buffer/file. */
 int x509_parse_cert(const void *buf, size_t len, X509 **ret);
 int x509_from_der(const uint8_t *der, size_t len, X509 **ret);
+/* Appends the DER certificate to sk (-EINVAL/-E2BIG as x509_from_der, -ENOMEM). */
+int x509_stack_push_der(STACK_OF(X509) *sk, const uint8_t *der, size_t len);
 
 /* A PEM private key file (PKCS#8/traditional, unencrypted), at most X509_INPUT_MAX bytes. */
 int x509_load_private_key(const char *path, EVP_PKEY **ret);

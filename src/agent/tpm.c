@@ -266,11 +266,25 @@ static void rsa_storage_template(TPM2B_PUBLIC *p, TPMA_OBJECT attrs, const uint8
         p->publicArea.unique.rsa.size = unique_zero ? 256 : 0;
 }
 
+/* The public area of the object tr, marshalled; closes tr. */
+static int read_public_close(Tpm *t, ESYS_TR *tr, uint8_t **ret_pub, size_t *ret_len) {
+        TPM2B_PUBLIC *pub = NULL;
+        TSS2_RC rc;
+        int r;
+
+        rc = Esys_ReadPublic(t->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
+        tr_close(t, tr);
+        if (rc != TSS2_RC_SUCCESS)
+                return tpm_fail(rc, "ReadPublic");
+        r = marshal_public(pub, ret_pub, ret_len);
+        Esys_Free(pub);
+        return r;
+}
+
 /* read the key at handle, or create it under hierarchy from the template and persist it */
 static int get_or_create(Tpm *t, uint32_t handle, ESYS_TR hierarchy, const TPM2B_PUBLIC *template,
                          const char *what, uint8_t **ret_pub, size_t *ret_len) {
         ESYS_TR tr = ESYS_TR_NONE, transient = ESYS_TR_NONE, persisted = ESYS_TR_NONE;
-        TPM2B_PUBLIC *pub = NULL;
         TSS2_RC rc;
         int r;
 
@@ -294,13 +308,7 @@ static int get_or_create(Tpm *t, uint32_t handle, ESYS_TR hierarchy, const TPM2B
         } else if (r < 0)
                 return r;
 
-        rc = Esys_ReadPublic(t->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
-        tr_close(t, &tr);
-        if (rc != TSS2_RC_SUCCESS)
-                return tpm_fail(rc, "ReadPublic");
-        r = marshal_public(pub, ret_pub, ret_len);
-        Esys_Free(pub);
-        return r;
+        return read_public_close(t, &tr, ret_pub, ret_len);
 }
 
 int tpm_get_ek(Tpm *t, uint8_t **ret_pub, size_t *ret_len) {
@@ -331,9 +339,51 @@ int tpm_registration_id_from_ek(const uint8_t *ek_pub, size_t len, char **ret) {
 
 #define EK_CERT_MAX 4096
 
+/* Reads all of the NV index nv, at most max bytes, in chunks; what follows the command in TPM
+ * errors ("" or "(EK certificate)").  -EFBIG for an empty or larger index, -EBADMSG for a short
+ * read (both not logged). */
+static int nv_read(Tpm *t, ESYS_TR nv, const char *what, size_t max, uint8_t **ret, size_t *ret_len) {
+        TPM2B_NV_PUBLIC *nvpub = NULL;
+        _cleanup_free_ uint8_t *buf = NULL;
+        char label[64];
+        size_t size;
+        TSS2_RC rc;
+
+        rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
+        if (rc != TSS2_RC_SUCCESS) {
+                snprintf(label, sizeof label, "NV_ReadPublic%s", what);
+                return tpm_fail(rc, label);
+        }
+        size = nvpub->nvPublic.dataSize;
+        Esys_Free(nvpub);
+        if (size == 0 || size > max)
+                return -EFBIG;
+        buf = malloc(size);
+        if (!buf)
+                return -ENOMEM;
+        for (size_t off = 0; off < size;) {
+                TPM2B_MAX_NV_BUFFER *chunk = NULL;
+                UINT16 n_ = (UINT16) MIN(size - off, (size_t) 512);
+                rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n_, (UINT16) off, &chunk);
+                if (rc != TSS2_RC_SUCCESS) {
+                        snprintf(label, sizeof label, "NV_Read%s", what);
+                        return tpm_fail(rc, label);
+                }
+                bool short_read = chunk->size != n_;
+                if (!short_read)
+                        memcpy(buf + off, chunk->buffer, n_);
+                Esys_Free(chunk);
+                if (short_read)
+                        return -EBADMSG;
+                off += n_;
+        }
+        *ret = TAKE_PTR(buf);
+        *ret_len = size;
+        return 0;
+}
+
 int tpm_check_ek_cert(Tpm *t, const uint8_t *ek_pub, size_t ek_len, const char *ca_file, char **ret_message) {
         ESYS_TR nv = ESYS_TR_NONE;
-        TPM2B_NV_PUBLIC *nvpub = NULL;
         _cleanup_free_ uint8_t *der = NULL;
         _cleanup_free_ char *msg = NULL;
         X509 *cert = NULL;
@@ -341,7 +391,6 @@ int tpm_check_ek_cert(Tpm *t, const uint8_t *ek_pub, size_t ek_len, const char *
         BIGNUM *n = NULL;
         TpmRsaPublic ek;
         size_t size;
-        TSS2_RC rc;
         int r;
 
         r = tpm_rsa_public_parse(ek_pub, ek_len, &ek);
@@ -357,39 +406,13 @@ int tpm_check_ek_cert(Tpm *t, const uint8_t *ek_pub, size_t ek_len, const char *
         if (r < 0)
                 return r;
 
-        rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
-        if (rc != TSS2_RC_SUCCESS) {
-                r = tpm_fail(rc, "NV_ReadPublic(EK certificate)");
+        r = nv_read(t, nv, "(EK certificate)", EK_CERT_MAX, &der, &size);
+        if (r == -EFBIG)
+                r = log_error_errno(EBADMSG, "TPM: EK certificate NV index has an unusable size");
+        else if (r == -EBADMSG)
+                r = log_error_errno(EBADMSG, "TPM: short NV read of the EK certificate");
+        if (r < 0)
                 goto finish;
-        }
-        size = nvpub->nvPublic.dataSize;
-        if (size == 0 || size > EK_CERT_MAX) {
-                r = log_error_errno(EBADMSG, "TPM: EK certificate NV index has an unusable size %zu", size);
-                goto finish;
-        }
-        der = malloc(size);
-        if (!der) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        for (size_t off = 0; off < size;) {
-                TPM2B_MAX_NV_BUFFER *chunk = NULL;
-                UINT16 n_ = (UINT16) MIN(size - off, (size_t) 512);
-                rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n_, (UINT16) off,
-                                  &chunk);
-                if (rc != TSS2_RC_SUCCESS) {
-                        r = tpm_fail(rc, "NV_Read(EK certificate)");
-                        goto finish;
-                }
-                if (chunk->size != n_) {
-                        Esys_Free(chunk);
-                        r = log_error_errno(EBADMSG, "TPM: short NV read of the EK certificate");
-                        goto finish;
-                }
-                memcpy(der + off, chunk->buffer, n_);
-                Esys_Free(chunk);
-                off += n_;
-        }
 
         const unsigned char *p = der;
         cert = d2i_X509(NULL, &p, (long) size);
@@ -434,7 +457,6 @@ finish:
         BN_free(n);
         EVP_PKEY_free(key);
         X509_free(cert);
-        Esys_Free(nvpub);
         tr_close(t, &nv);
         if (ret_message && msg)
                 *ret_message = TAKE_PTR(msg);
@@ -734,72 +756,22 @@ finish:
 
 int tpm_read_public(Tpm *t, uint32_t handle, uint8_t **ret_pub, size_t *ret_len) {
         ESYS_TR tr = ESYS_TR_NONE;
-        TPM2B_PUBLIC *pub = NULL;
-        TSS2_RC rc;
         int r;
 
         r = persistent_tr(t, handle, &tr);
         if (r < 0)
                 return r;
-        rc = Esys_ReadPublic(t->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
-        tr_close(t, &tr);
-        if (rc != TSS2_RC_SUCCESS)
-                return tpm_fail(rc, "ReadPublic");
-        r = marshal_public(pub, ret_pub, ret_len);
-        Esys_Free(pub);
-        return r;
+        return read_public_close(t, &tr, ret_pub, ret_len);
 }
 
 int tpm_nv_read_all(Tpm *t, uint32_t index, size_t max, uint8_t **ret, size_t *ret_len) {
         ESYS_TR nv = ESYS_TR_NONE;
-        TPM2B_NV_PUBLIC *nvpub = NULL;
-        uint8_t *buf = NULL;
-        size_t size;
-        TSS2_RC rc;
         int r;
 
         r = persistent_tr(t, index, &nv);
         if (r < 0)
                 return r;
-        rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
-        if (rc != TSS2_RC_SUCCESS) {
-                r = tpm_fail(rc, "NV_ReadPublic");
-                goto finish;
-        }
-        size = nvpub->nvPublic.dataSize;
-        if (size == 0 || size > max) {
-                r = -EFBIG;
-                goto finish;
-        }
-        buf = malloc(size);
-        if (!buf) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        for (size_t off = 0; off < size;) {
-                TPM2B_MAX_NV_BUFFER *chunk = NULL;
-                UINT16 n_ = (UINT16) MIN(size - off, (size_t) 512);
-                rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n_, (UINT16) off, &chunk);
-                if (rc != TSS2_RC_SUCCESS) {
-                        r = tpm_fail(rc, "NV_Read");
-                        goto finish;
-                }
-                bool short_read = chunk->size != n_;
-                if (!short_read)
-                        memcpy(buf + off, chunk->buffer, n_);
-                Esys_Free(chunk);
-                if (short_read) {
-                        r = -EBADMSG;
-                        goto finish;
-                }
-                off += n_;
-        }
-        *ret = TAKE_PTR(buf);
-        *ret_len = size;
-        r = 0;
-finish:
-        free(buf);
-        Esys_Free(nvpub);
+        r = nv_read(t, nv, "", max, ret, ret_len);
         tr_close(t, &nv);
         return r;
 }

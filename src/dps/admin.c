@@ -206,17 +206,31 @@ static int cmd_list_registrations(DpsService *s, struct json_object *cmd, struct
         return r < 0 ? admin_error(ret_error, "Internal error: %s", strerror(-r)) : 0;
 }
 
-static int cmd_get_registration(DpsService *s, struct json_object *cmd, struct json_object *data,
-                                char **ret_error) {
-        _cleanup_(dps_record_done) DpsRecord rec = {};
+/* The record store and the registrationId of a registration command: 1, or 0 with *ret_error set. */
+static int registration_target(DpsService *s, struct json_object *cmd, DpsStore **ret_st, const char **ret_id,
+                               char **ret_error) {
         DpsStore *st = dps_service_get_store(s);
         const char *id = get_str(cmd, "registrationId");
-        int r;
 
         if (!id)
                 return admin_error(ret_error, "Invalid/missing registrationId");
         if (!st)
                 return admin_error(ret_error, "No registration database");
+        *ret_st = st;
+        *ret_id = id;
+        return 1;
+}
+
+static int cmd_get_registration(DpsService *s, struct json_object *cmd, struct json_object *data,
+                                char **ret_error) {
+        _cleanup_(dps_record_done) DpsRecord rec = {};
+        DpsStore *st = NULL;
+        const char *id = NULL;
+        int r;
+
+        r = registration_target(s, cmd, &st, &id, ret_error);
+        if (r <= 0)
+                return r;
         r = dps_store_get(st, id, &rec);
         if (r == -ENOMEM)
                 return r;
@@ -229,14 +243,13 @@ static int cmd_get_registration(DpsService *s, struct json_object *cmd, struct j
 
 static int cmd_delete_registration(DpsService *s, struct json_object *cmd, struct json_object *data,
                                    char **ret_error) {
-        DpsStore *st = dps_service_get_store(s);
-        const char *id = get_str(cmd, "registrationId");
+        DpsStore *st = NULL;
+        const char *id = NULL;
         int r;
 
-        if (!id)
-                return admin_error(ret_error, "Invalid/missing registrationId");
-        if (!st)
-                return admin_error(ret_error, "No registration database");
+        r = registration_target(s, cmd, &st, &id, ret_error);
+        if (r <= 0)
+                return r;
         r = dps_store_delete(st, id);
         if (r == -ENOENT)
                 return admin_error(ret_error, "Not found: no registration record '%s'", id);

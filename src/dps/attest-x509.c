@@ -778,16 +778,9 @@ int dps_x509_chain_from_der(const uint8_t *const *der, const size_t *der_len, si
         if (!sk)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                X509 *x = NULL;
-                int r = x509_from_der(der[i], der_len[i], &x);
-                if (r < 0) {
-                        ERR_clear_error();
+                int r = x509_stack_push_der(sk, der[i], der_len[i]);
+                if (r < 0)
                         return r;
-                }
-                if (!sk_X509_push(sk, x)) {
-                        X509_free(x);
-                        return -ENOMEM;
-                }
         }
         *ret = TAKE_PTR(sk);
         return 0;

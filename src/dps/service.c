@@ -319,6 +319,30 @@ static void operation_remove(DpsService *s, DpsOperation *op) {
         operation_free(op);
 }
 
+/* A new operation of reg indexed and queued; takes *id and *body (the final reply, or NULL). */
+static int operation_add(DpsService *s, DpsRegistration *reg, char **id, char **body, size_t body_len,
+                         uint64_t now, DpsOperation **ret) {
+        DpsOperation *op = calloc(1, sizeof(DpsOperation));
+        if (!op)
+                return -ENOMEM;
+        op->id = TAKE_PTR(*id);
+        op->registration = reg;
+        op->created_usec = now;
+        op->body = TAKE_PTR(*body);
+        op->body_len = body_len;
+        if (!tsearch(op, &s->operations, operation_cmp)) {
+                operation_free(op);
+                return -ENOMEM;
+        }
+        TAILQ_INSERT_TAIL(&s->operation_queue, op, by_age);
+        TAILQ_INSERT_TAIL(&reg->operations, op, by_registration);
+        reg->n_operations++;
+        s->n_operations++;
+        s->operation_bytes += op->body_len;
+        *ret = op;
+        return 0;
+}
+
 static void operations_purge_expired(DpsService *s, uint64_t now) {
         DpsOperation *op;
 
@@ -1829,23 +1853,13 @@ static int custom_allocation_start(DpsClient *c, DpsRegistration *reg, const cha
         if (r < 0)
                 return r;
 
-        DpsOperation *op = calloc(1, sizeof(DpsOperation));
-        if (!op) {
+        DpsOperation *op;
+        char *no_body = NULL;
+        r = operation_add(s, reg, &id, &no_body, 0, now, &op);
+        if (r < 0) {
                 dps_reply_done(&reply);
-                return -ENOMEM;
+                return r;
         }
-        op->id = TAKE_PTR(id);
-        op->registration = reg;
-        op->created_usec = now;
-        if (!tsearch(op, &s->operations, operation_cmp)) {
-                operation_free(op);
-                dps_reply_done(&reply);
-                return -ENOMEM;
-        }
-        TAILQ_INSERT_TAIL(&s->operation_queue, op, by_age);
-        TAILQ_INSERT_TAIL(&reg->operations, op, by_registration);
-        reg->n_operations++;
-        s->n_operations++;
 
         r = dps_webhook_post(s->webhook, url, request, custom_done, ca);
         if (r < 0) {
@@ -2081,26 +2095,12 @@ static int handle_register(DpsClient *c, const char *rid, const void *payload, s
                 return r;
 
         /* the operation */
-        DpsOperation *op = calloc(1, sizeof(DpsOperation));
-        if (!op) {
+        DpsOperation *op;
+        r = operation_add(s, reg, &op_id, &body, body_len, now, &op);
+        if (r < 0) {
                 dps_reply_done(&reply);
-                return -ENOMEM;
+                return r;
         }
-        op->id = TAKE_PTR(op_id);
-        op->registration = reg;
-        op->created_usec = now;
-        op->body = TAKE_PTR(body);
-        op->body_len = body_len;
-        if (!tsearch(op, &s->operations, operation_cmp)) {
-                operation_free(op);
-                dps_reply_done(&reply);
-                return -ENOMEM;
-        }
-        TAILQ_INSERT_TAIL(&s->operation_queue, op, by_age);
-        TAILQ_INSERT_TAIL(&reg->operations, op, by_registration);
-        reg->n_operations++;
-        s->n_operations++;
-        s->operation_bytes += op->body_len;
 
         /* a device registering again and again only keeps its newest operations */
         while (reg->n_operations > s->limits.max_operations_per_registration)

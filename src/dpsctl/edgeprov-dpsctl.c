@@ -1048,28 +1048,16 @@ static const char *jstr(struct json_object *o, const char *key) {
 }
 
 static int registration_via_admin_api(const char *action, const char *id) {
-        _cleanup_json_ struct json_object *resp = NULL;
-        struct json_object *cmd = json_object_new_object(), *data = NULL, *v = NULL;
+        _cleanup_json_ struct json_object *data = NULL;
+        struct json_object *v = NULL;
         const char *name = streq(action, "list")   ? "listRegistrations"
                            : streq(action, "show") ? "getRegistration"
                                                    : "deleteRegistration";
         int r;
 
-        if (!cmd || json_add(cmd, "command", json_object_new_string(name)) < 0 ||
-            (id && json_add(cmd, "registrationId", json_object_new_string(id)) < 0)) {
-                json_object_put(cmd);
-                return err_msg("Out of memory.");
-        }
-        r = admin_command(cmd, &resp);
-        if (r != 0)
+        r = admin_entry_command(name, id ? "registrationId" : NULL, id, NULL, NULL, NULL, &data);
+        if (r != EXIT_SUCCESS)
                 return r;
-        const char *error = jstr(resp, "error");
-        if (error) {
-                err_msg("registration %s: %s", action, error);
-                return admin_error_exit(error);
-        }
-        if (!json_object_object_get_ex(resp, "data", &data))
-                return err_msg("Malformed answer from the admin API."), EXIT_ADMIN_API;
         if (streq(action, "delete"))
                 return EXIT_SUCCESS;
         if (streq(action, "show")) {

@@ -105,6 +105,20 @@ int x509_from_der(const uint8_t *der, size_t len, X509 **ret) {
         return 0;
 }
 
+int x509_stack_push_der(STACK_OF(X509) *sk, const uint8_t *der, size_t len) {
+        X509 *x = NULL;
+        int r = x509_from_der(der, len, &x);
+        if (r < 0) {
+                ERR_clear_error();
+                return r;
+        }
+        if (!sk_X509_push(sk, x)) {
+                X509_free(x);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int x509_parse_certs(const void *buf, size_t len, STACK_OF(X509) **ret) {
         _cleanup_x509_stack_ STACK_OF(X509) *sk = NULL;
 
@@ -134,16 +148,9 @@ int x509_parse_certs(const void *buf, size_t len, STACK_OF(X509) **ret) {
                 BIO_free(bio);
                 ERR_clear_error();
         } else {
-                X509 *x = NULL;
-                int r = x509_from_der(buf, len, &x);
-                if (r < 0) {
-                        ERR_clear_error();
+                int r = x509_stack_push_der(sk, buf, len);
+                if (r < 0)
                         return r;
-                }
-                if (!sk_X509_push(sk, x)) {
-                        X509_free(x);
-                        return -ENOMEM;
-                }
         }
         if (sk_X509_num(sk) == 0)
                 return -EINVAL;
@@ -151,14 +158,20 @@ int x509_parse_certs(const void *buf, size_t len, STACK_OF(X509) **ret) {
         return 0;
 }
 
+/* A certificate or key file of at most X509_INPUT_MAX bytes; -E2BIG beyond. */
+static int read_input(const char *path, char **ret, size_t *ret_len) {
+        int r = read_file_full(path, X509_INPUT_MAX, ret, ret_len);
+        return r == -EFBIG ? -E2BIG : r;
+}
+
 int x509_load_certs(const char *path, STACK_OF(X509) **ret) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
         int r;
 
-        r = read_file_full(path, X509_INPUT_MAX, &buf, &len);
+        r = read_input(path, &buf, &len);
         if (r < 0)
-                return r == -EFBIG ? -E2BIG : r;
+                return r;
         return x509_parse_certs(buf, len, ret);
 }
 
@@ -176,9 +189,9 @@ int x509_load_private_key(const char *path, EVP_PKEY **ret) {
         size_t len = 0;
         int r;
 
-        r = read_file_full(path, X509_INPUT_MAX, &buf, &len);
+        r = read_input(path, &buf, &len);
         if (r < 0)
-                return r == -EFBIG ? -E2BIG : r;
+                return r;
         BIO *bio = BIO_new_mem_buf(buf, (int) len);
         if (!bio) {
                 explicit_bzero(buf, len);

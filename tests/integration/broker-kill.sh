@@ -13,35 +13,7 @@ command -v sqlite3 > /dev/null || skip "sqlite3 is not installed"
 N=${BROKER_KILL_SENSORS:-300}
 KILLS=${BROKER_KILL_KILLS:-20}
 
-pki_create "$WORK/pki"
-KEY=$(new_key)
-GKEY=$(new_key)
-DB=$WORK/broker/registrations.db
-mkdir -p "$WORK/broker"
-service_init "$WORK/data.json" hub-a.example.test hub-b.example.test
-enroll "$WORK/data.json" gw1 "$KEY" --device-id gw1-device
-"$DPSCTL" --data "$WORK/data.json" group add sensors --primary-key "$GKEY" > /dev/null
-echo "plugin_opt_registrations_db $DB" > "$WORK/extra.conf"
-start_broker "$WORK/data.json" "$WORK/extra.conf"
-
-mkdir -m 0700 "$WORK/creds"
-printf '%s\n' "$KEY" > "$WORK/creds/dps-key"
-printf '%s\n' "$GKEY" > "$WORK/creds/group-key"
-chmod 0600 "$WORK/creds/dps-key" "$WORK/creds/group-key"
-export CREDENTIALS_DIRECTORY="$WORK/creds"
-AGENT_RETRY_MAX=2 write_agent_conf "$WORK/edgeprovd.conf" "$WORK/state" dps-key "};
-downstream = {
-        group_key_file = \"group-key\";
-        concurrency = 8;
-        rate = 1000000;"
-mkdir -p "$WORK/edgeprovd.conf.d"
-{
-        printf 'downstream = {\n        sensors = (\n'
-        for i in $(seq 1 "$N"); do
-                printf '                "bk-sensor-%03d"%s\n' "$i" "$([ "$i" -lt "$N" ] && echo ,)"
-        done
-        printf '        );\n};\n'
-} > "$WORK/edgeprovd.conf.d/50-sensors.conf"
+crash_fleet_setup bk-sensor "$N" 8
 
 assigned_count() { { grep -l '"state":"assigned"' "$WORK/state/devices/"*.json 2> /dev/null || true; } | wc -l; }
 all_assigned() { [ "$(assigned_count)" -ge "$N" ]; }

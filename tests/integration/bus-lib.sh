@@ -72,3 +72,18 @@ as_nobody() {
                 echo "setpriv --reuid=nobody --regid=nogroup --clear-groups"
         fi
 }
+
+# bus_need_callers: skips unless callers can run as nobody (root, setpriv, group users, user nobody)
+bus_need_callers() {
+        command -v setpriv > /dev/null || skip "setpriv is not installed"
+        [ "$(id -u)" = 0 ] || skip "needs root (runs callers as nobody with setpriv)"
+        getent group users > /dev/null || skip "group 'users' missing"
+        id nobody > /dev/null 2>&1 || skip "user 'nobody' missing"
+}
+
+# start_bus_agent CONF LOG: edgeprovd with CONF on the bus $BUS_ADDRESS, its output in LOG; sets AGENT_PID
+start_bus_agent() {
+        LOG_TARGET=console "$EDGEPROVD" --config "$1" --bus-address="$BUS_ADDRESS" > "$2" 2>&1 &
+        AGENT_PID=$!
+        ep_track "$AGENT_PID"
+}

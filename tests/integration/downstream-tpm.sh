@@ -20,12 +20,7 @@ service_init "$WORK/data.json" hub-a.example.test
 GKEY=$(new_key)
 "$DPSCTL" --data "$WORK/data.json" group add sensors --primary-key "$GKEY" > /dev/null
 
-BROKER_PORT=1 write_tpm_conf
-ident=$("$EDGEPROVD" --config "$WORK/edgeprovd.conf" --print-tpm-identity 2> "$WORK/ident.log") ||
-        fail "--print-tpm-identity: $(cat "$WORK/ident.log")"
-REGID=$(sed -n 's/^registrationId: //p' <<< "$ident")
-EK=$(sed -n 's/^endorsementKey: //p' <<< "$ident")
-"$DPSCTL" --data "$WORK/data.json" enrollment add "$REGID" --tpm-ek "$EK" --device-id gw-tpm > /dev/null
+tpm_enroll_gateway
 start_broker "$WORK/data.json"
 start_bus bus open
 write_tpm_conf
@@ -102,9 +97,18 @@ with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as
         if not m or "[vvar]" in line or "[vsyscall]" in line:
             continue
         start, end = int(m.group(1), 16), int(m.group(2), 16)
+        # over 1 GiB: an ASan build's shadow memory (terabytes, mostly zero pages), not the heap
+        if end - start > (1 << 30):
+            continue
         try:
-            mem.seek(start)
-            scan("edgeprovd's memory (%s)" % line.split()[-1], mem.read(end - start))
+            # in 16 MiB pieces that overlap by a key's length, so a key across a cut is found
+            pos, tail = start, b""
+            while pos < end:
+                mem.seek(pos)
+                piece = mem.read(min(16 << 20, end - pos))
+                scan("edgeprovd's memory (%s)" % line.split()[-1], tail + piece)
+                tail = piece[-128:]
+                pos += len(piece)
             regions += 1
         except OSError:
             pass

@@ -13,20 +13,11 @@
 N=${DOWNSTREAM_N:-1000}
 CONCURRENCY=${DOWNSTREAM_CONCURRENCY:-100}
 
-pki_create "$WORK/pki"
-KEY=$(new_key)
-GKEY=$(new_key)
-service_init "$WORK/data.json" hub-a.example.test
-enroll "$WORK/data.json" gw1 "$KEY" --device-id gw1-device
-"$DPSCTL" --data "$WORK/data.json" group add sensors --primary-key "$GKEY" > /dev/null
+gateway_group_init hub-a.example.test
 start_broker "$WORK/data.json"
 start_bus bus open
 
-mkdir -m 0700 "$WORK/creds"
-printf '%s\n' "$KEY" > "$WORK/creds/dps-key"
-printf '%s\n' "$GKEY" > "$WORK/creds/group-key"
-chmod 0600 "$WORK/creds/dps-key" "$WORK/creds/group-key"
-export CREDENTIALS_DIRECTORY="$WORK/creds"
+gateway_group_creds
 write_agent_conf "$WORK/edgeprovd.conf" "$WORK/state" dps-key "};
 downstream = {
         group_key_file = \"group-key\";
@@ -49,9 +40,7 @@ assigned_count() { grep -l '"state":"assigned"' "$WORK/state/devices/"*.json 2> 
 at_least() { [ "$(assigned_count)" -ge "$1" ]; }
 
 T0=$SECONDS
-LOG_TARGET=console "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --bus-address="$BUS_ADDRESS" > "$WORK/agent.log" 2>&1 &
-AGENT_PID=$!
-ep_track "$AGENT_PID"
+start_bus_agent "$WORK/edgeprovd.conf" "$WORK/agent.log"
 wait_for 20 test -s "$WORK/state/state.json" || fail "gateway not provisioned"
 "$EDGEPROVCTL" --bus-address="$BUS_ADDRESS" register --file "$WORK/sensors.csv" > "$WORK/submit.out" 2>&1 &
 SUBMIT_PID=$!
@@ -84,9 +73,7 @@ service_ids "$WORK/broker-at-kill.log" | sort -u | comm -23 - "$WORK/before-kill
         > "$WORK/window"
 WINDOW=$(wc -l < "$WORK/window")
 
-LOG_TARGET=console "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --bus-address="$BUS_ADDRESS" > "$WORK/agent2.log" 2>&1 &
-AGENT_PID=$!
-ep_track "$AGENT_PID"
+start_bus_agent "$WORK/edgeprovd.conf" "$WORK/agent2.log"
 wait_for 30 log_has "$WORK/agent2.log" "Loaded $SUBMITTED sensor record(s)" || fail "the restarted daemon did not load every record"
 # the operator repeats the bulk registration: idempotent for what is known
 wait_for 30 busctl --address="$BUS_ADDRESS" get-property io.edgeprov.Gateway1 /io/edgeprov/Gateway1 \

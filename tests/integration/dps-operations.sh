@@ -22,22 +22,13 @@ enroll "$WORK/data.json" op2 "$KEY"
 start_broker "$WORK/data.json" "$WORK/extra.conf"
 later=$(( $(date +%s) + 3600 ))
 
-rr() {
-        mosquitto_rr -h 127.0.0.1 -p "$BROKER_PORT" --cafile "$WORK/pki/ca.pem" -V mqttv311 -q 1 \
-                -i "$1" -u "$ID_SCOPE/registrations/$1/api-version=2019-03-31" \
-                -P "$(sas_token "$KEY" "$ID_SCOPE/registrations/$1" "$later")" -t "$2" -e "$3" -m "$4" -W 10
-}
-register_op() {
-        rr "$1" '$dps/registrations/PUT/iotdps-register/?$rid=1' '$dps/registrations/res/202/?$rid=1&retry-after=1' \
-                "{\"registrationId\":\"$1\"}" | sed -n 's/.*"operationId":"\([^"]*\)".*/\1/p'
-}
 # poll REGID OPID STATUS
 poll() {
-        rr "$1" "\$dps/registrations/GET/iotdps-get-operationstatus/?\$rid=2&operationId=$2" \
+        dps_rr "$1" "\$dps/registrations/GET/iotdps-get-operationstatus/?\$rid=2&operationId=$2" \
                 "\$dps/registrations/res/$3/?\$rid=2" ' '
 }
 
-op=$(register_op op1)
+op=$(dps_register_op op1)
 [ -n "$op" ] || fail "no operationId"
 t0=$(date +%s)
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM operations WHERE id = '$op' AND body IS NOT NULL")" = 1 ] ||
@@ -58,7 +49,7 @@ echo "$out" | grep -q '"errorCode":404203' || fail "foreign operation: $out"
 while [ $(( $(date +%s) - t0 )) -lt 7 ]; do sleep 0.5; done
 out=$(poll op1 "$op" 404) || fail "an expired operation was not 404"
 echo "$out" | grep -q '"errorCode":404203' || fail "expired operation: $out"
-op2=$(register_op op2)
+op2=$(dps_register_op op2)
 [ -n "$op2" ] || fail "no operationId for op2"
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM operations WHERE id = '$op'")" = 0 ] ||
         fail "the expired operation is still stored"

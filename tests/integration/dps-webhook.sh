@@ -52,21 +52,9 @@ EOF
 start_broker "$DATA" "$WORK/extra.conf"
 later=$(( $(date +%s) + 3600 ))
 
-rr() {
-        mosquitto_rr -h 127.0.0.1 -p "$BROKER_PORT" --cafile "$WORK/pki/ca.pem" -V mqttv311 -q 1 \
-                -i "$1" -u "$ID_SCOPE/registrations/$1/api-version=2019-03-31" \
-                -P "$(sas_token "$KEY" "$ID_SCOPE/registrations/$1" "$later")" -t "$2" -e "$3" -m "$4" -W 10
-}
-# register REGID [BODY]: prints the operation id of the 202
-register_op() {
-        local body=${2:-}
-        [ -n "$body" ] || body="{\"registrationId\":\"$1\"}"
-        rr "$1" '$dps/registrations/PUT/iotdps-register/?$rid=1' '$dps/registrations/res/202/?$rid=1&retry-after=1' \
-                "$body" | sed -n 's/.*"operationId":"\([^"]*\)".*/\1/p'
-}
 # poll REGID OPID TOPIC_TAIL: TOPIC_TAIL is "200/?$rid=2" or "202/?$rid=2&retry-after=1"
 poll() {
-        rr "$1" "\$dps/registrations/GET/iotdps-get-operationstatus/?\$rid=2&operationId=$2" \
+        dps_rr "$1" "\$dps/registrations/GET/iotdps-get-operationstatus/?\$rid=2&operationId=$2" \
                 "\$dps/registrations/res/$3" ' '
 }
 # result REGID OPID: waits for the outcome in the log, then polls the 200
@@ -78,12 +66,12 @@ result() {
 jfield() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" | head -n 1; }
 
 # --- a slow webhook: assigning while it runs, other devices are served meanwhile ---------------
-slow_op=$(register_op wh-slow)
+slow_op=$(dps_register_op wh-slow)
 [ -n "$slow_op" ] || fail "wh-slow: no 202"
 out=$(poll wh-slow "$slow_op" '202/?$rid=2&retry-after=1') || fail "wh-slow: poll while the webhook runs is not 202"
 echo "$out" | grep -q '"status":"assigning"' || fail "wh-slow: $out"
 t0=$(date +%s%N)
-fop=$(register_op fast1)
+fop=$(dps_register_op fast1)
 out=$(poll fast1 "$fop" '200/?$rid=2') || fail "fast1 not answered while a webhook runs"
 t1=$(date +%s%N)
 echo "$out" | grep -q '"status":"assigned"' || fail "fast1: $out"
@@ -96,7 +84,7 @@ echo "$out" | grep -q '"errorMessage":"The custom allocation webhook did not ans
         fail "wh-slow errorMessage: $out"
 
 # --- ok: hub, initial twin and payload from the webhook --------------------------------------
-op=$(register_op wh-ok '{"registrationId":"wh-ok","payload":{"model":"m7"}}')
+op=$(dps_register_op wh-ok '{"registrationId":"wh-ok","payload":{"model":"m7"}}')
 [ -n "$op" ] || fail "wh-ok: no 202"
 out=$(result wh-ok "$op")
 [ "$(echo "$out" | jfield assignedHub)" = "$B" ] || fail "wh-ok: not on the webhook's hub: $out"
@@ -131,7 +119,7 @@ assert "primaryKey" not in json.dumps(reqs), "a key field reached the webhook"
 EOF
 
 # a second registration: the webhook sees the current assignment
-op=$(register_op wh-ok)
+op=$(dps_register_op wh-ok)
 result wh-ok "$op" > /dev/null
 python3 - "$WORK/webhook.log" "$B" << 'EOF' || fail "second AllocationRequest: see above"
 import json, sys
@@ -144,7 +132,7 @@ EOF
 # --- bad answers --------------------------------------------------------------------------------
 check_failed() {
         local id=$1 code=$2 text=$3 op out
-        op=$(register_op "$id")
+        op=$(dps_register_op "$id")
         [ -n "$op" ] || fail "$id: no 202"
         out=$(result "$id" "$op")
         echo "$out" | grep -q '"status":"failed"' || fail "$id: $out"

@@ -7,35 +7,21 @@
 # flood of calls is served.
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
 . "$EDGEPROV_SRCDIR/tests/integration/bus-lib.sh"
-command -v setpriv > /dev/null || skip "setpriv is not installed"
-[ "$(id -u)" = 0 ] || skip "needs root (runs callers as nobody with setpriv)"
-getent group users > /dev/null || skip "group 'users' missing"
-id nobody > /dev/null 2>&1 || skip "user 'nobody' missing"
+bus_need_callers
 
 GW=/io/edgeprov/Gateway1
 IF=io.edgeprov.Gateway1
 NOBODY=$(as_nobody)
-pki_create "$WORK/pki"
-KEY=$(new_key)
-GKEY=$(new_key)
-service_init "$WORK/data.json" hub-a.example.test
-enroll "$WORK/data.json" gw1 "$KEY" --device-id gw1-device
-"$DPSCTL" --data "$WORK/data.json" group add sensors --primary-key "$GKEY" > /dev/null
+gateway_group_init hub-a.example.test
 start_broker "$WORK/data.json"
 start_bus bus open
 
-mkdir -m 0700 "$WORK/creds"
-printf '%s\n' "$KEY" > "$WORK/creds/dps-key"
-printf '%s\n' "$GKEY" > "$WORK/creds/group-key"
-chmod 0600 "$WORK/creds/dps-key" "$WORK/creds/group-key"
-export CREDENTIALS_DIRECTORY="$WORK/creds"
+gateway_group_creds
 write_agent_conf "$WORK/edgeprovd.conf" "$WORK/state" dps-key "        admin_group = \"users\";
 };
 downstream = {
         group_key_file = \"group-key\";"
-LOG_TARGET=console "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --bus-address="$BUS_ADDRESS" > "$WORK/agent.log" 2>&1 &
-AGENT_PID=$!
-ep_track "$AGENT_PID"
+start_bus_agent "$WORK/edgeprovd.conf" "$WORK/agent.log"
 assigned() { [ "$(bget "$BUS_ADDRESS" "$GW" $IF State)" = assigned ]; }
 wait_for 20 assigned || fail "gateway not assigned"
 busctl --address="$BUS_ADDRESS" monitor --json=short > "$WORK/monitor.out" 2> /dev/null &

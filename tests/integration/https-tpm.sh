@@ -18,12 +18,7 @@ mkdir -p "$WORK/dps"
 db=$WORK/dps/registrations.db
 state=$WORK/state/state.json
 
-BROKER_PORT=1 write_tpm_conf
-ident=$("$EDGEPROVD" --config "$WORK/edgeprovd.conf" --print-tpm-identity 2> "$WORK/ident.log") ||
-        fail "--print-tpm-identity: $(cat "$WORK/ident.log")"
-REGID=$(sed -n 's/^registrationId: //p' <<< "$ident")
-EK=$(sed -n 's/^endorsementKey: //p' <<< "$ident")
-"$DPSCTL" --data "$WORK/data.json" enrollment add "$REGID" --tpm-ek "$EK" --device-id gw-tpm > /dev/null
+tpm_enroll_gateway
 
 # both fronts on the same data file and the same registration records; the broker (user
 # mosquitto once it has dropped root) creates the database, the front (root here) shares it

@@ -47,11 +47,12 @@ ep_archive() {
         mkdir -p -m 0700 "$dest" 2> /dev/null || return 0
         (cd "$WORK" && find . -name '*.log' -type f -size -64M -print0 | xargs -0 -r cp --parents -t "$dest") \
                 2> /dev/null || true
-        # the recorded secrets and every line of the key and credential files the test made
+        # the recorded secrets and every line of the key and credential files the test made (a
+        # log is what is searched, never a key file, whatever its name: genpkey.log)
         {
                 cat "$WORK/.secrets" 2> /dev/null || true
-                find "$WORK" -type f -size -16k \( -name '*key*' -o -path '*/creds/*' -o -path '*/credentials/*' \
-                        -o -name '*password*' \) -print0 | xargs -0 -r grep -h -I -v -e '^-----' -e '^$' 2> /dev/null || true
+                find "$WORK" -type f -size -16k ! -name '*.log' \( -name '*key*' -o -path '*/creds/*' \
+                        -o -path '*/credentials/*' -o -name '*password*' \) -print0 | xargs -0 -r grep -h -I -v -e '^-----' -e '^$' 2> /dev/null || true
         } | awk 'length >= 16' | sort -u > "$dest/secrets"
         chmod 0600 "$dest/secrets"
         # the modes of the files the daemons wrote: state and sensor records
@@ -268,4 +269,70 @@ enroll() {
         local data=$1 regid=$2 key=$3
         shift 3
         "$DPSCTL" --data "$data" enrollment add "$regid" --primary-key "$key" "$@" > /dev/null
+}
+
+# gateway_group_init HUB...: $WORK/pki, new keys KEY (gateway) and GKEY (group), and
+# $WORK/data.json linking the hubs with the enrollment gw1 (device gw1-device) and the group
+# "sensors"
+gateway_group_init() {
+        pki_create "$WORK/pki"
+        KEY=$(new_key)
+        GKEY=$(new_key)
+        service_init "$WORK/data.json" "$@"
+        enroll "$WORK/data.json" gw1 "$KEY" --device-id gw1-device
+        "$DPSCTL" --data "$WORK/data.json" group add sensors --primary-key "$GKEY" > /dev/null
+}
+
+# gateway_group_creds: $KEY and $GKEY as the credentials dps-key and group-key (0600) in
+# CREDENTIALS_DIRECTORY=$WORK/creds
+gateway_group_creds() {
+        mkdir -m 0700 "$WORK/creds"
+        printf '%s\n' "$KEY" > "$WORK/creds/dps-key"
+        printf '%s\n' "$GKEY" > "$WORK/creds/group-key"
+        chmod 0600 "$WORK/creds/dps-key" "$WORK/creds/group-key"
+        export CREDENTIALS_DIRECTORY="$WORK/creds"
+}
+
+# crash_fleet_setup PREFIX N CONCURRENCY (kill-loop.sh, broker-kill.sh): the gateway gw1 and
+# the group "sensors" in $WORK/data.json, mosquitto + plugin with its record store $DB, the
+# keys in $CREDENTIALS_DIRECTORY, $WORK/edgeprovd.conf and a drop-in listing N downstream
+# sensors PREFIX-001...  Sets KEY, GKEY, DB.
+crash_fleet_setup() {
+        local prefix=$1 n=$2 concurrency=$3 i
+        gateway_group_init hub-a.example.test hub-b.example.test
+        DB=$WORK/broker/registrations.db
+        mkdir -p "$WORK/broker"
+        echo "plugin_opt_registrations_db $DB" > "$WORK/extra.conf"
+        start_broker "$WORK/data.json" "$WORK/extra.conf"
+        gateway_group_creds
+        AGENT_RETRY_MAX=2 write_agent_conf "$WORK/edgeprovd.conf" "$WORK/state" dps-key "};
+downstream = {
+        group_key_file = \"group-key\";
+        concurrency = $concurrency;
+        rate = 1000000;"
+        mkdir -p "$WORK/edgeprovd.conf.d"
+        {
+                printf 'downstream = {\n        sensors = (\n'
+                for i in $(seq 1 "$n"); do
+                        printf '                "%s-%03d"%s\n' "$prefix" "$i" "$([ "$i" -lt "$n" ] && echo ,)"
+                done
+                printf '        );\n};\n'
+        } > "$WORK/edgeprovd.conf.d/50-sensors.conf"
+}
+
+# dps_rr REGID REQUEST_TOPIC RESPONSE_TOPIC BODY: one MQTT request/response of device REGID (a SAS
+# token of $KEY expiring at $later), waiting up to 10 s; prints the response payload
+dps_rr() {
+        mosquitto_rr -h 127.0.0.1 -p "$BROKER_PORT" --cafile "$WORK/pki/ca.pem" -V mqttv311 -q 1 \
+                -i "$1" -u "$ID_SCOPE/registrations/$1/api-version=2019-03-31" \
+                -P "$(sas_token "$KEY" "$ID_SCOPE/registrations/$1" "$later")" -t "$2" -e "$3" -m "$4" -W 10
+}
+
+# dps_register_op REGID [BODY]: a register request (by default {"registrationId": REGID});
+# prints the operation id of the 202
+dps_register_op() {
+        local body=${2:-}
+        [ -n "$body" ] || body="{\"registrationId\":\"$1\"}"
+        dps_rr "$1" '$dps/registrations/PUT/iotdps-register/?$rid=1' '$dps/registrations/res/202/?$rid=1&retry-after=1' \
+                "$body" | sed -n 's/.*"operationId":"\([^"]*\)".*/\1/p'
 }

@@ -8,40 +8,22 @@
 # without npm or the registry the test is skipped (77).
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
 . "$EDGEPROV_SRCDIR/tests/integration/https-lib.sh"
+. "$EDGEPROV_SRCDIR/tests/integration/node-lib.sh"
 
 command -v node > /dev/null || skip "node is not installed (scripts/check installs nodejs)"
 command -v npm > /dev/null || skip "npm is not installed (scripts/check installs npm)"
 
-NODE_DIR=$EDGEPROV_BUILDDIR/tests/node-sdk-http
-mkdir -p "$NODE_DIR"
-if ! cmp -s "$EDGEPROV_SRCDIR/tests/node/package-lock.json" "$NODE_DIR/package-lock.json" ||
-        [ ! -d "$NODE_DIR/node_modules/azure-iot-provisioning-device-http" ] ||
-        [ ! -d "$NODE_DIR/node_modules/azure-iot-security-x509" ]; then
-        rm -rf "$NODE_DIR/node_modules"
-        cp "$EDGEPROV_SRCDIR/tests/node/package.json" "$EDGEPROV_SRCDIR/tests/node/package-lock.json" "$NODE_DIR/"
-        chmod u+w "$NODE_DIR/package.json" "$NODE_DIR/package-lock.json"
-        if ! (cd "$NODE_DIR" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) > "$WORK/npm.log" 2>&1; then
-                tail -n 5 "$WORK/npm.log" >&2
-                rm -f "$NODE_DIR/package-lock.json"
-                skip "npm ci failed (is the npm registry reachable?); the Node SDK HTTP tests did not run"
-        fi
-fi
-cp "$EDGEPROV_SRCDIR/tests/node/register-http.js" "$NODE_DIR/register-http.js"
-chmod u+w "$NODE_DIR/register-http.js"
+node_sdk_install node-sdk-http azure-iot-provisioning-device-http azure-iot-security-x509 || {
+        tail -n 5 "$WORK/npm.log" >&2
+        skip "npm ci failed (is the npm registry reachable?); the Node SDK HTTP tests did not run"
+}
 
 sdk_register() { # REGID KEY OUTFILE
         timeout 60 node "$NODE_DIR/register-http.js" 127.0.0.1 "$HTTPD_PORT" "$WORK/pki/ca.pem" "$ID_SCOPE" "$1" "$2" \
                 > "$3" 2>> "$WORK/node.log"
 }
-field() { node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(eval(process.argv[2]))' "$1" "$2"; }
 
-pki_create "$WORK/pki"
-KEY=$(new_key)
-GROUP_KEY=$(new_key)
-service_init "$WORK/data.json" hub-a.example.test hub-b.example.test
-enroll "$WORK/data.json" node-dev1 "$KEY" --device-id node-dev1-device --hub hub-a.example.test
-enroll "$WORK/data.json" node-off "$KEY" --disabled
-"$DPSCTL" --data "$WORK/data.json" group add node-group --primary-key "$GROUP_KEY" --hub hub-b.example.test > /dev/null
+node_sdk_enrollments
 mkdir -p "$WORK/dev"
 (cd "$WORK/dev" && "$DPSCTL" cert root --out root --cn "Node Root CA" && "$DPSCTL" cert root --out rogue --cn Rogue &&
         "$DPSCTL" cert device node-x1 --ca root && "$DPSCTL" cert device node-x1 --ca rogue --out rogue-x1) \

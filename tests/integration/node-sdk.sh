@@ -6,42 +6,24 @@
 # an unknown registration id and a disabled enrollment.  The packages come from tests/node/package-lock.json (npm ci into
 # the build directory); without npm or the registry the test is skipped (77), not failed.
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
+. "$EDGEPROV_SRCDIR/tests/integration/node-lib.sh"
 
 command -v node > /dev/null || skip "node is not installed (scripts/check installs nodejs)"
 command -v npm > /dev/null || skip "npm is not installed (scripts/check installs npm)"
 
 # npm ci only when the lock file changed since the last install in this build directory
-NODE_DIR=$EDGEPROV_BUILDDIR/tests/node-sdk
-mkdir -p "$NODE_DIR"
-if ! cmp -s "$EDGEPROV_SRCDIR/tests/node/package-lock.json" "$NODE_DIR/package-lock.json" ||
-        [ ! -d "$NODE_DIR/node_modules/azure-iot-provisioning-device" ]; then
-        rm -rf "$NODE_DIR/node_modules"
-        cp "$EDGEPROV_SRCDIR/tests/node/package.json" "$EDGEPROV_SRCDIR/tests/node/package-lock.json" "$NODE_DIR/"
-        chmod u+w "$NODE_DIR/package.json" "$NODE_DIR/package-lock.json"
-        if ! (cd "$NODE_DIR" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) > "$WORK/npm.log" 2>&1; then
-                tail -n 5 "$WORK/npm.log" >&2
-                rm -f "$NODE_DIR/package-lock.json"
-                skip "npm ci failed (is the npm registry reachable?); the Node SDK tests did not run"
-        fi
-fi
-cp "$EDGEPROV_SRCDIR/tests/node/register.js" "$NODE_DIR/register.js"
-chmod u+w "$NODE_DIR/register.js"
+node_sdk_install node-sdk azure-iot-provisioning-device || {
+        tail -n 5 "$WORK/npm.log" >&2
+        skip "npm ci failed (is the npm registry reachable?); the Node SDK tests did not run"
+}
 
 # sdk_register REGID KEY OUTFILE: one SDK registration; its JSON line goes to OUTFILE
 sdk_register() {
         timeout 60 node "$NODE_DIR/register.js" 127.0.0.1 "$BROKER_PORT" "$WORK/pki/ca.pem" "$ID_SCOPE" "$1" "$2" \
                 > "$3" 2>> "$WORK/node.log"
 }
-# field FILE JS_EXPRESSION_ON_r: evaluates against the SDK's JSON line
-field() { node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(eval(process.argv[2]))' "$1" "$2"; }
 
-pki_create "$WORK/pki"
-KEY=$(new_key)
-GROUP_KEY=$(new_key)
-service_init "$WORK/data.json" hub-a.example.test hub-b.example.test
-enroll "$WORK/data.json" node-dev1 "$KEY" --device-id node-dev1-device --hub hub-a.example.test
-enroll "$WORK/data.json" node-off "$KEY" --disabled
-"$DPSCTL" --data "$WORK/data.json" group add node-group --primary-key "$GROUP_KEY" --hub hub-b.example.test > /dev/null
+node_sdk_enrollments
 start_broker "$WORK/data.json"
 
 # individual enrollment

@@ -75,6 +75,19 @@ tpm_has_persistent() {
         grep -qi -- "- $1\$" <<< "$out"
 }
 
+# tpm_enroll_gateway: the individual enrollment of this TPM's EK (from edgeprovd
+# --print-tpm-identity, written to $WORK/ident.log) in $WORK/data.json as device gw-tpm; sets
+# REGID and EK.  Leaves a $WORK/edgeprovd.conf for port 1: call write_tpm_conf once the broker runs.
+tpm_enroll_gateway() {
+        local ident
+        BROKER_PORT=1 write_tpm_conf
+        ident=$("$EDGEPROVD" --config "$WORK/edgeprovd.conf" --print-tpm-identity 2> "$WORK/ident.log") ||
+                fail "--print-tpm-identity: $(cat "$WORK/ident.log")"
+        REGID=$(sed -n 's/^registrationId: //p' <<< "$ident")
+        EK=$(sed -n 's/^endorsementKey: //p' <<< "$ident")
+        "$DPSCTL" --data "$WORK/data.json" enrollment add "$REGID" --tpm-ek "$EK" --device-id gw-tpm > /dev/null
+}
+
 # write_tpm_conf: $WORK/edgeprovd.conf for TPM attestation against $BROKER_PORT
 write_tpm_conf() {
         cat > "$WORK/edgeprovd.conf" << EOC

@@ -29,12 +29,7 @@ swtpm_manufacture
 swtpm_start
 pki_create "$WORK/pki"
 service_init "$WORK/data.json" hub-a.example.test
-BROKER_PORT=1 write_tpm_conf
-ident=$("$EDGEPROVD" --config "$WORK/edgeprovd.conf" --print-tpm-identity 2> "$WORK/ident.log") ||
-        fail "--print-tpm-identity: $(cat "$WORK/ident.log")"
-REGID=$(sed -n 's/^registrationId: //p' <<< "$ident")
-EK=$(sed -n 's/^endorsementKey: //p' <<< "$ident")
-"$DPSCTL" --data "$WORK/data.json" enrollment add "$REGID" --tpm-ek "$EK" --device-id gw-tpm > /dev/null
+tpm_enroll_gateway
 start_broker "$WORK/data.json"
 write_tpm_conf
 state=$WORK/state/state.json

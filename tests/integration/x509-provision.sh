@@ -5,6 +5,7 @@
 # provisions with it.  Then every refusal with its exact status, errorCode and message, seen by a
 # real MQTT client presenting a certificate (mosquitto_rr), and the CA surviving a broker restart.
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
+. "$EDGEPROV_SRCDIR/tests/integration/node-lib.sh"
 command -v mosquitto_rr > /dev/null || skip "mosquitto-clients not installed"
 
 pki_create "$WORK/pki"
@@ -138,20 +139,11 @@ grep -q 'BEGIN.*PRIVATE KEY' "$WORK/agent.log" "$WORK/broker/mosquitto.log" && f
 # registry this part is reported and left out, the rest of the test still runs.
 node_part() {
         command -v node > /dev/null && command -v npm > /dev/null || { ep_log "NOTE: node/npm missing, Node SDK part not run"; return 0; }
-        local dir=$EDGEPROV_BUILDDIR/tests/node-sdk-x509
-        mkdir -p "$dir"
-        if ! cmp -s "$EDGEPROV_SRCDIR/tests/node/package-lock.json" "$dir/package-lock.json" ||
-                [ ! -d "$dir/node_modules/azure-iot-security-x509" ]; then
-                rm -rf "$dir/node_modules"
-                cp "$EDGEPROV_SRCDIR/tests/node/package.json" "$EDGEPROV_SRCDIR/tests/node/package-lock.json" "$dir/"
-                chmod u+w "$dir/package.json" "$dir/package-lock.json"
-                if ! (cd "$dir" && timeout 300 npm ci --no-audit --no-fund --loglevel=error) > "$WORK/npm.log" 2>&1; then
-                        rm -f "$dir/package-lock.json"
-                        ep_log "NOTE: npm ci failed (registry unreachable?), Node SDK part not run"
-                        return 0
-                fi
-        fi
-        cp "$EDGEPROV_SRCDIR/tests/node/register-x509.js" "$dir/"
+        node_sdk_install node-sdk-x509 azure-iot-security-x509 || {
+                ep_log "NOTE: npm ci failed (registry unreachable?), Node SDK part not run"
+                return 0
+        }
+        local dir=$NODE_DIR
         (cd "$WORK/dev" && "$DPSCTL" cert device node-x1 --ca root > /dev/null 2>&1) || fail "cert device node-x1"
         timeout 60 node "$dir/register-x509.js" 127.0.0.1 "$X509_PORT" "$WORK/pki/ca.pem" "$ID_SCOPE" node-x1 \
                 "$WORK/dev/node-x1.chain.pem" "$WORK/dev/node-x1.key.pem" > "$WORK/node-ok.json" 2>> "$WORK/node.log" ||

@@ -15,6 +15,7 @@
 const fs = require('fs');
 const https = require('https');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { registerAndReport } = require('./sdk-common');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { Http: HttpBase } = require('azure-iot-http-base');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
@@ -32,10 +33,6 @@ class PortAgent extends https.Agent {
         }
 }
 
-function finish(obj, code) {
-        process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(code));
-}
-
 const base = new HttpBase();
 base.setOptions({ ca: fs.readFileSync(caFile, 'utf8'), http: { agent: new PortAgent({ keepAlive: false }) } });
 const transport = new Http(base);
@@ -50,10 +47,4 @@ const client = ProvisioningDeviceClient.create(host, idScope, transport, securit
 if (payload)
         client.setProvisioningPayload(JSON.parse(payload));
 
-client.register((err, result) => {
-        if (err)
-                finish({ ok: false, name: err.name || err.constructor.name, message: err.message,
-                         result: err.result || null }, 1);
-        else
-                finish({ ok: true, result: result }, 0);
-});
+registerAndReport(client);

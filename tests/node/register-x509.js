@@ -14,8 +14,7 @@
 
 const fs = require('fs');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
-const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
-const { MqttBase } = require('azure-iot-mqtt-base');
+const { mqttTransport, registerAndReport } = require('./sdk-common');
 const { X509Security } = require('azure-iot-security-x509');
 
 const [host, port, caFile, idScope, registrationId, certFile, keyFile] = process.argv.slice(2);
@@ -24,29 +23,11 @@ if (!keyFile) {
         process.exit(2);
 }
 
-class LocalMqtt extends Mqtt {
-        _getConnectionUri(request) {
-                return 'mqtts://' + request.provisioningHost + ':' + port;
-        }
-}
-
-function finish(obj, code) {
-        process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(code));
-}
-
-const base = new MqttBase();
-base.setOptions({ ca: fs.readFileSync(caFile, 'utf8') });
-const transport = new LocalMqtt(base);
+const transport = mqttTransport(port, caFile);
 const security = new X509Security(registrationId, {
         cert: fs.readFileSync(certFile, 'utf8'),
         key: fs.readFileSync(keyFile, 'utf8'),
 });
 const client = ProvisioningDeviceClient.create(host, idScope, transport, security);
 
-client.register((err, result) => {
-        if (err)
-                finish({ ok: false, name: err.name || err.constructor.name, message: err.message,
-                         result: err.result || null }, 1);
-        else
-                finish({ ok: true, result: result }, 0);
-});
+registerAndReport(client);

@@ -11,10 +11,8 @@
 // URI, and the CA goes in through the MqttBase the transport is built on (setOptions({ca})).
 'use strict';
 
-const fs = require('fs');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
-const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
-const { MqttBase } = require('azure-iot-mqtt-base');
+const { mqttTransport, registerAndReport } = require('./sdk-common');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 
 const [host, port, caFile, idScope, registrationId, key, payload] = process.argv.slice(2);
@@ -23,28 +21,10 @@ if (!key) {
         process.exit(2);
 }
 
-class LocalMqtt extends Mqtt {
-        _getConnectionUri(request) {
-                return 'mqtts://' + request.provisioningHost + ':' + port;
-        }
-}
-
-function finish(obj, code) {
-        process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(code));
-}
-
-const base = new MqttBase();
-base.setOptions({ ca: fs.readFileSync(caFile, 'utf8') });
-const transport = new LocalMqtt(base);
+const transport = mqttTransport(port, caFile);
 const security = new SymmetricKeySecurityClient(registrationId, key);
 const client = ProvisioningDeviceClient.create(host, idScope, transport, security);
 if (payload)
         client.setProvisioningPayload(JSON.parse(payload));
 
-client.register((err, result) => {
-        if (err)
-                finish({ ok: false, name: err.name || err.constructor.name, message: err.message,
-                         result: err.result || null }, 1);
-        else
-                finish({ ok: true, result: result }, 0);
-});
+registerAndReport(client);
