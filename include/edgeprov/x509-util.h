@@ -33,6 +33,10 @@ static inline void evp_pkey_freep(EVP_PKEY **k) {
 }
 #define _cleanup_evp_pkey_ __attribute__((cleanup(evp_pkey_freep)))
 
+/* Replaces *reterr (when reterr is non-NULL; *reterr NULL or allocated) with the formatted
+ * message and returns r: the error path of every X.509 loader and check. */
+int x509_fail(char **reterr, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* A registration id usable as a certificate CN: 1..64 of [A-Za-z0-9.:_-], alphanumeric first,
  * alphanumeric or '-' last (dps-protocol.md §1.2).  On failure *ret_reason (optional) names
  * the rule that was broken (static string). */

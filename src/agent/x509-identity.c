@@ -24,18 +24,6 @@ struct X509Identity {
         char not_after[32];
 };
 
-_printf_(2, 3) static int fail(char **reterr, const char *fmt, ...) {
-        va_list ap;
-        if (reterr) {
-                char *m = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&m, fmt, ap) < 0)
-                        m = NULL;
-                va_end(ap);
-                *reterr = m;
-        }
-        return -EINVAL;
-}
 
 static void openssl_errors(char *buf, size_t size) {
         unsigned long e = ERR_get_error();
@@ -79,12 +67,12 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
         int r;
 
         if (!c->certificate_file || !c->key_file)
-                return fail(reterr, "x509 attestation needs provisioning.attestation.certificate_file= and key_file=");
+                return x509_fail(reterr, -EINVAL, "x509 attestation needs provisioning.attestation.certificate_file= and key_file=");
         if (resolve(c, c->certificate_file, &cert_path) < 0)
                 return -ENOMEM;
         r = x509_load_certs(cert_path, &chain);
         if (r < 0)
-                return fail(reterr, "%s: %s", cert_path,
+                return x509_fail(reterr, -EINVAL, "%s: %s", cert_path,
                             r == -ENOENT   ? "no such file"
                             : r == -EINVAL ? "no PEM or DER certificate in it"
                             : r == -E2BIG  ? "too large or too many certificates"
@@ -101,10 +89,10 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
                         return -ENOMEM;
                 r = read_secret_file(key_path, X509_INPUT_MAX, &key_pem);
                 if (r == -EPERM)
-                        return fail(reterr, "%s: refusing to use the key file: it is accessible to other users "
+                        return x509_fail(reterr, -EINVAL, "%s: refusing to use the key file: it is accessible to other users "
                                     "(chmod 0600, or pass it with LoadCredential=)", key_path);
                 if (r < 0)
-                        return fail(reterr, "%s: cannot read the key file: %s", key_path, strerror(-r));
+                        return x509_fail(reterr, -EINVAL, "%s: cannot read the key file: %s", key_path, strerror(-r));
                 if (is_tpm_key(c->key_file, key_pem)) {
                         /* a plain path: OSSL_STORE's file loader, the tpm2 provider decodes it */
                         r = x509_tpm_key_load(key_path, c->tpm_tcti, leaf, &key, reterr);
@@ -114,7 +102,7 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
                         key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *) "") : NULL;
                         BIO_free(bio);
                         ERR_clear_error();
-                        r = key ? 0 : fail(reterr, "%s: not an unencrypted PEM private key", key_path);
+                        r = key ? 0 : x509_fail(reterr, -EINVAL, "%s: not an unencrypted PEM private key", key_path);
                 }
                 explicit_bzero(key_pem, strlen(key_pem));
                 if (r < 0)
@@ -123,7 +111,7 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
 
         if (EVP_PKEY_eq(X509_get0_pubkey(leaf), key) != 1) {
                 ERR_clear_error();
-                return fail(reterr, "the private key does not belong to the certificate %s (the first certificate "
+                return x509_fail(reterr, -EINVAL, "the private key does not belong to the certificate %s (the first certificate "
                             "of the file must be the device certificate)", cert_path);
         }
 
@@ -133,16 +121,16 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
         r = x509_get_subject_cn(leaf, &x->registration_id);
         if (r < 0) {
                 x509_identity_free(x);
-                return r == -ENOMEM ? r : fail(reterr, "%s: the certificate has no usable subject CN", cert_path);
+                return r == -ENOMEM ? r : x509_fail(reterr, -EINVAL, "%s: the certificate has no usable subject CN", cert_path);
         }
         if (!x509_cn_is_valid_registration_id(x->registration_id, &why)) {
-                r = fail(reterr, "%s: the certificate's CN '%s' is not a valid registration id: %s", cert_path,
+                r = x509_fail(reterr, -EINVAL, "%s: the certificate's CN '%s' is not a valid registration id: %s", cert_path,
                          x->registration_id, why);
                 x509_identity_free(x);
                 return r;
         }
         if (c->registration_id && !strcaseeq(c->registration_id, x->registration_id)) {
-                r = fail(reterr, "provisioning.registration_id='%s' differs from the certificate's CN '%s'",
+                r = x509_fail(reterr, -EINVAL, "provisioning.registration_id='%s' differs from the certificate's CN '%s'",
                          c->registration_id, x->registration_id);
                 x509_identity_free(x);
                 return r;
@@ -160,7 +148,7 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
             SSL_CTX_use_certificate(x->ctx, leaf) != 1) {
                 openssl_errors(e, sizeof(e));
                 x509_identity_free(x);
-                return fail(reterr, "cannot set up TLS with the certificate: %s", e);
+                return x509_fail(reterr, -EINVAL, "cannot set up TLS with the certificate: %s", e);
         }
         /* the intermediates (and the root, if given) follow the leaf in the handshake */
         for (int i = 1; i < sk_X509_num(chain); i++) {
@@ -174,7 +162,7 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
         if (SSL_CTX_use_PrivateKey(x->ctx, key) != 1 || SSL_CTX_check_private_key(x->ctx) != 1) {
                 openssl_errors(e, sizeof(e));
                 x509_identity_free(x);
-                return fail(reterr, "cannot use the private key for TLS: %s", e);
+                return x509_fail(reterr, -EINVAL, "cannot use the private key for TLS: %s", e);
         }
         /* the service's certificate: verified against ca_file (else the system store), and its
          * name (or IP address) must be the endpoint */
@@ -186,7 +174,7 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr) {
             (!ip && X509_VERIFY_PARAM_set1_host(param, strempty(c->endpoint), 0) != 1)) {
                 openssl_errors(e, sizeof(e));
                 x509_identity_free(x);
-                return fail(reterr, "cannot set up the verification of the service's certificate (%s): %s",
+                return x509_fail(reterr, -EINVAL, "cannot set up the verification of the service's certificate (%s): %s",
                             c->ca_file ?: "system CA store", e);
         }
         ERR_clear_error();

@@ -28,18 +28,6 @@ static OSSL_LIB_CTX *tpm_libctx = NULL;
 static EC_KEY_METHOD *bridge_method = NULL;
 static int bridge_index = -1;
 
-_printf_(2, 3) static int fail(char **reterr, const char *fmt, ...) {
-        va_list ap;
-        if (reterr) {
-                char *m = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&m, fmt, ap) < 0)
-                        m = NULL;
-                va_end(ap);
-                *reterr = m;
-        }
-        return -EINVAL;
-}
 
 static const char *openssl_error(char *buf, size_t size) {
         unsigned long e = ERR_peek_last_error();
@@ -94,7 +82,7 @@ static int setup(const char *tcti, char **reterr) {
         /* default: the file: store loader and the decoders; tpm2: handle: and the TSS2 keys */
         if (!OSSL_PROVIDER_load(lc, "default") || !OSSL_PROVIDER_load(lc, "tpm2")) {
                 OSSL_LIB_CTX_free(lc);
-                return fail(reterr, "cannot load the OpenSSL provider 'tpm2' (Debian package tpm2-openssl): %s",
+                return x509_fail(reterr, -EINVAL, "cannot load the OpenSSL provider 'tpm2' (Debian package tpm2-openssl): %s",
                             openssl_error(e, sizeof(e)));
         }
         if (!bridge_method) {
@@ -122,7 +110,7 @@ int x509_tpm_key_load(const char *uri, const char *tcti, X509 *leaf, EVP_PKEY **
                 return r;
         OSSL_STORE_CTX *st = OSSL_STORE_open_ex(uri, tpm_libctx, "?provider=tpm2", NULL, NULL, NULL, NULL, NULL);
         if (!st)
-                return fail(reterr, "the TPM key '%s' cannot be opened: %s", uri, openssl_error(e, sizeof(e)));
+                return x509_fail(reterr, -EINVAL, "the TPM key '%s' cannot be opened: %s", uri, openssl_error(e, sizeof(e)));
         while (!key && !OSSL_STORE_eof(st)) {
                 OSSL_STORE_INFO *info = OSSL_STORE_load(st);
                 if (!info)
@@ -133,13 +121,13 @@ int x509_tpm_key_load(const char *uri, const char *tcti, X509 *leaf, EVP_PKEY **
         }
         OSSL_STORE_close(st);
         if (!key)
-                return fail(reterr, "the TPM key '%s' holds no private key: %s", uri, openssl_error(e, sizeof(e)));
+                return x509_fail(reterr, -EINVAL, "the TPM key '%s' holds no private key: %s", uri, openssl_error(e, sizeof(e)));
         if (!EVP_PKEY_is_a(key, "EC"))
-                return fail(reterr, "the TPM key '%s' is not an EC key: only EC (P-256, P-384) keys in the TPM are "
+                return x509_fail(reterr, -EINVAL, "the TPM key '%s' is not an EC key: only EC (P-256, P-384) keys in the TPM are "
                             "supported", uri);
         if (EVP_PKEY_eq(X509_get0_pubkey(leaf), key) != 1) {
                 ERR_clear_error();
-                return fail(reterr, "the TPM key '%s' does not belong to the device certificate", uri);
+                return x509_fail(reterr, -EINVAL, "the TPM key '%s' does not belong to the device certificate", uri);
         }
 
         /* the certificate's public key, as a legacy EC_KEY of its own (get1 returns the

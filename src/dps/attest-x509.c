@@ -47,19 +47,6 @@ static uint64_t now_usec(const DpsCaStore *cas) {
         return (uint64_t) ts.tv_sec * 1000000U + (uint64_t) ts.tv_nsec / 1000U;
 }
 
-_printf_(3, 4) static int fail(char **reterr, int r, const char *fmt, ...) {
-        va_list ap;
-        if (reterr) {
-                char *m = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&m, fmt, ap) < 0)
-                        m = NULL;
-                va_end(ap);
-                free(*reterr);
-                *reterr = m;
-        }
-        return r;
-}
 
 static void ca_done(DpsCa *c) {
         free(c->name);
@@ -269,7 +256,7 @@ int dps_ca_store_open_db(DpsCaStore *cas, const char *path, char **reterr) {
         cas->db = NULL;
         rc = sqlite3_open_v2(path, &cas->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc != SQLITE_OK)
-                return fail(reterr, -EIO, "%s: %s", path, cas->db ? sqlite3_errmsg(cas->db) : sqlite3_errstr(rc));
+                return x509_fail(reterr, -EIO, "%s: %s", path, cas->db ? sqlite3_errmsg(cas->db) : sqlite3_errstr(rc));
         sqlite3_busy_timeout(cas->db, 250);
         if (db_exec(cas, "PRAGMA journal_mode=WAL;"
                          "PRAGMA synchronous=NORMAL;"
@@ -277,11 +264,11 @@ int dps_ca_store_open_db(DpsCaStore *cas, const char *path, char **reterr) {
                          " name TEXT NOT NULL PRIMARY KEY COLLATE NOCASE, der BLOB NOT NULL,"
                          " verified INTEGER NOT NULL DEFAULT 0, code TEXT, code_expiry_usec INTEGER NOT NULL DEFAULT 0,"
                          " created_usec INTEGER NOT NULL, updated_usec INTEGER NOT NULL) WITHOUT ROWID;") < 0)
-                return fail(reterr, -EIO, "%s: cannot create the table ca_certificates: %s", path,
+                return x509_fail(reterr, -EIO, "%s: cannot create the table ca_certificates: %s", path,
                             sqlite3_errmsg(cas->db));
         int r = db_load(cas);
         if (r < 0)
-                return fail(reterr, r, "%s: cannot read the CA certificates", path);
+                return x509_fail(reterr, r, "%s: cannot read the CA certificates", path);
         return 0;
 }
 
@@ -336,26 +323,26 @@ int dps_ca_add(DpsCaStore *cas, const char *name, const void *cert, size_t len, 
                 return -EINVAL;
         db_refresh(cas);
         if (!ca_name_is_valid(name))
-                return fail(reterr, -EINVAL, "'%s' is not a valid certificate name (1-%d of [A-Za-z0-9._-])",
+                return x509_fail(reterr, -EINVAL, "'%s' is not a valid certificate name (1-%d of [A-Za-z0-9._-])",
                             strna(name), DPS_CA_NAME_MAX);
         if (ca_find(cas, name))
-                return fail(reterr, -EEXIST, "a CA certificate named '%s' exists already", name);
+                return x509_fail(reterr, -EEXIST, "a CA certificate named '%s' exists already", name);
         if (cas->n >= DPS_CA_MAX)
-                return fail(reterr, -E2BIG, "at most %d CA certificates can be registered", DPS_CA_MAX);
+                return x509_fail(reterr, -E2BIG, "at most %d CA certificates can be registered", DPS_CA_MAX);
         r = x509_parse_certs(cert, len, &sk);
         if (r == -ENOMEM)
                 return r;
         if (r < 0 || sk_X509_num(sk) != 1)
-                return fail(reterr, -EINVAL, "expected exactly one certificate (PEM or DER)");
+                return x509_fail(reterr, -EINVAL, "expected exactly one certificate (PEM or DER)");
         X509 *x = sk_X509_value(sk, 0);
         if (X509_check_ca(x) < 1)
-                return fail(reterr, -EINVAL, "the certificate is not a CA certificate (basicConstraints CA:TRUE)");
+                return x509_fail(reterr, -EINVAL, "the certificate is not a CA certificate (basicConstraints CA:TRUE)");
         char tp[65];
         if (x509_thumbprint_sha256(x, tp) < 0)
                 return -EINVAL;
         for (size_t i = 0; i < cas->n; i++)
                 if (streq(cas->cas[i].sha256, tp))
-                        return fail(reterr, -EEXIST, "this certificate is registered already as '%s'", cas->cas[i].name);
+                        return x509_fail(reterr, -EEXIST, "this certificate is registered already as '%s'", cas->cas[i].name);
 
         DpsCa *c = cas->cas + cas->n;
         *c = (DpsCa) {};
@@ -373,7 +360,7 @@ int dps_ca_add(DpsCaStore *cas, const char *name, const void *cert, size_t len, 
         r = db_save(cas, c);
         if (r < 0) {
                 ca_done(c);
-                return fail(reterr, r, "cannot store the certificate");
+                return x509_fail(reterr, r, "cannot store the certificate");
         }
         cas->n++;
         log_info("CA certificate '%s' (%s, thumbprint %s) added, %s.", c->name, c->subject, c->thumbprint,
@@ -435,13 +422,13 @@ int dps_ca_verify(DpsCaStore *cas, const char *name, const void *cert, size_t le
         int r;
 
         if (!cas)
-                return fail(reterr, -ENOENT, "no CA certificate named '%s'", strna(name));
+                return x509_fail(reterr, -ENOENT, "no CA certificate named '%s'", strna(name));
         db_refresh(cas);
         DpsCa *c = ca_find(cas, name);
         if (!c)
-                return fail(reterr, -ENOENT, "no CA certificate named '%s'", strna(name));
+                return x509_fail(reterr, -ENOENT, "no CA certificate named '%s'", strna(name));
         if (!c->code[0])
-                return fail(reterr, -ENOKEY, "no verification code is outstanding for '%s': generate one first",
+                return x509_fail(reterr, -ENOKEY, "no verification code is outstanding for '%s': generate one first",
                             c->name);
 
         /* single use: whatever happens below, this code is gone */
@@ -453,23 +440,23 @@ int dps_ca_verify(DpsCaStore *cas, const char *name, const void *cert, size_t le
         r = db_save(cas, c);
         if (r < 0) {
                 OPENSSL_cleanse(code, sizeof(code));
-                return fail(reterr, r, "cannot store the certificate's state");
+                return x509_fail(reterr, r, "cannot store the certificate's state");
         }
 
         if (now > expiry)
-                r = fail(reterr, -EKEYEXPIRED, "the verification code has expired: generate a new one");
+                r = x509_fail(reterr, -EKEYEXPIRED, "the verification code has expired: generate a new one");
         else if (x509_parse_cert(cert, len, &x) < 0)
-                r = fail(reterr, -EACCES, "the verification certificate is not a certificate (PEM or DER)");
+                r = x509_fail(reterr, -EACCES, "the verification certificate is not a certificate (PEM or DER)");
         else if (x509_get_subject_cn(x, &cn) < 0)
-                r = fail(reterr, -EACCES, "the verification certificate has no usable subject CN");
+                r = x509_fail(reterr, -EACCES, "the verification certificate has no usable subject CN");
         else if (strlen(cn) != strlen(code) || CRYPTO_memcmp(cn, code, strlen(code)) != 0)
-                r = fail(reterr, -EACCES,
+                r = x509_fail(reterr, -EACCES,
                          "the verification certificate's subject CN '%s' is not the verification code", cn);
         else if (X509_verify(x, X509_get0_pubkey(c->cert)) != 1)
-                r = fail(reterr, -EACCES,
+                r = x509_fail(reterr, -EACCES,
                          "the verification certificate is not signed by the key of CA certificate '%s'", c->name);
         else if ((r = x509_check_validity(x, now)) != 0)
-                r = fail(reterr, -EACCES, "the verification certificate is %s",
+                r = x509_fail(reterr, -EACCES, "the verification certificate is %s",
                          r == 1 ? "not valid yet" : "expired");
         else {
                 c->verified = true;
@@ -477,7 +464,7 @@ int dps_ca_verify(DpsCaStore *cas, const char *name, const void *cert, size_t le
                 r = db_save(cas, c);
                 if (r < 0) {
                         c->verified = false;
-                        r = fail(reterr, r, "cannot store the certificate's state");
+                        r = x509_fail(reterr, r, "cannot store the certificate's state");
                 } else
                         log_info("CA certificate '%s' verified by proof of possession.", c->name);
         }
@@ -610,12 +597,12 @@ finish:
 static int authenticate_individual(const DpsEnrollment *ind, X509 *leaf, const DpsEnrollment **ret_enrollment,
                                    char **ret_message) {
         if (!pair_matches(jget(x509_attestation(ind), "clientCertificates"), leaf))
-                return fail(ret_message, -EACCES,
+                return x509_fail(ret_message, -EACCES,
                             "Unauthorized: the device certificate is not the one of the individual enrollment "
                             "'%s' (certificate or thumbprint differ)",
                             ind->registration_id);
         if (!ind->enabled)
-                return fail(ret_message, -EACCES, "Unauthorized: the individual enrollment '%s' is disabled",
+                return x509_fail(ret_message, -EACCES, "Unauthorized: the individual enrollment '%s' is disabled",
                             ind->registration_id);
         *ret_enrollment = ind;
         return 0;
@@ -633,9 +620,9 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
         if (!registration_id || !ret_enrollment)
                 return -EINVAL;
         if (!chain || sk_X509_num(chain) == 0)
-                return fail(ret_message, -EACCES, "Unauthorized: no client certificate was presented");
+                return x509_fail(ret_message, -EACCES, "Unauthorized: no client certificate was presented");
         if (sk_X509_num(chain) > X509_CHAIN_MAX)
-                return fail(ret_message, -EACCES, "Unauthorized: more than %d certificates presented",
+                return x509_fail(ret_message, -EACCES, "Unauthorized: more than %d certificates presented",
                             X509_CHAIN_MAX);
         if (cas)
                 db_refresh(cas);
@@ -645,26 +632,26 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return fail(ret_message, -EACCES, "Unauthorized: the device certificate has no usable subject CN");
+                return x509_fail(ret_message, -EACCES, "Unauthorized: the device certificate has no usable subject CN");
         if (!x509_cn_is_valid_registration_id(cn, &why))
-                return fail(ret_message, -EACCES,
+                return x509_fail(ret_message, -EACCES,
                             "Unauthorized: the device certificate's CN '%s' is not a valid registration id: %s", cn,
                             why);
         if (!strcaseeq(cn, registration_id))
-                return fail(ret_message, -EACCES,
+                return x509_fail(ret_message, -EACCES,
                             "Unauthorized: the device certificate's CN '%s' does not match the registration id '%s'",
                             cn, registration_id);
         r = x509_check_validity(leaf, now_usec);
         if (r != 0) {
                 char t[32] = "?";
                 (void) x509_format_time(r == 1 ? X509_get0_notBefore(leaf) : X509_get0_notAfter(leaf), t);
-                return fail(ret_message, -EACCES, "Unauthorized: the device certificate %s %s",
+                return x509_fail(ret_message, -EACCES, "Unauthorized: the device certificate %s %s",
                             r == 1 ? "is not valid before" : "expired at", t);
         }
         if (!leaf_usage_ok(leaf, &why))
-                return fail(ret_message, -EACCES, "Unauthorized: the device certificate %s", why);
+                return x509_fail(ret_message, -EACCES, "Unauthorized: the device certificate %s", why);
         if (x509_not_after(leaf, &not_after) < 0)
-                return fail(ret_message, -EACCES, "Unauthorized: the device certificate's notAfter is unreadable");
+                return x509_fail(ret_message, -EACCES, "Unauthorized: the device certificate's notAfter is unreadable");
 
         const DpsEnrollment *ind = d ? dps_data_find_individual(d, registration_id) : NULL;
         if (ind && ind->attestation == DPS_ATTESTATION_X509) {
@@ -674,7 +661,7 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
                 return r;
         }
         if (ind)
-                return fail(ret_message, -EACCES,
+                return x509_fail(ret_message, -EACCES,
                             "Unauthorized: the individual enrollment '%s' uses %s attestation, not x509",
                             registration_id, strna(dps_attestation_type_to_string(ind->attestation)));
 
@@ -683,7 +670,7 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
                 if (d->groups[i].attestation == DPS_ATTESTATION_X509)
                         have_groups = true;
         if (!have_groups)
-                return fail(ret_message, -EACCES,
+                return x509_fail(ret_message, -EACCES,
                             "Unauthorized: no X.509 enrollment for registration id '%s' (no individual enrollment, "
                             "no X.509 enrollment group)",
                             registration_id);
@@ -735,12 +722,12 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
                         X509 *anchor = sk_X509_value(b2, sk_X509_num(b2) - 1);
                         for (size_t i = 0; cas && i < cas->n; i++)
                                 if (cert_equal(cas->cas[i].cert, anchor))
-                                        return fail(ret_message, -EACCES,
+                                        return x509_fail(ret_message, -EACCES,
                                                     "Unauthorized: the CA certificate '%s' of this device's chain is "
                                                     "not verified (no proof of possession)",
                                                     cas->cas[i].name);
                 }
-                return fail(ret_message, -EACCES,
+                return x509_fail(ret_message, -EACCES,
                             "Unauthorized: the device certificate chain does not lead to a verified CA certificate "
                             "(%s)",
                             X509_verify_cert_error_string(err ?: err2));
@@ -754,7 +741,7 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
                         if (g->attestation != DPS_ATTESTATION_X509 || !group_names(cas, g, x))
                                 continue;
                         if (!g->enabled)
-                                return fail(ret_message, -EACCES,
+                                return x509_fail(ret_message, -EACCES,
                                             "Unauthorized: the enrollment group '%s' is disabled",
                                             g->enrollment_group_id);
                         *ret_enrollment = g;
@@ -763,7 +750,7 @@ int dps_x509_authenticate(DpsCaStore *cas, const DpsData *d, const char *registr
                         return 0;
                 }
         }
-        return fail(ret_message, -EACCES,
+        return x509_fail(ret_message, -EACCES,
                     "Unauthorized: no enrollment group references a certificate of this device's chain");
 }
 
@@ -794,7 +781,7 @@ int dps_x509_authenticate_der(DpsCaStore *cas, const DpsData *d, const char *reg
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return fail(ret_message, -EACCES, "Unauthorized: the client certificate chain cannot be parsed");
+                return x509_fail(ret_message, -EACCES, "Unauthorized: the client certificate chain cannot be parsed");
         return dps_x509_authenticate(cas, d, registration_id, chain, now_usec, ret_enrollment, ret_not_after_sec,
                                      ret_message);
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,20 @@
 
 static bool is_alnum(char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+int x509_fail(char **reterr, int r, const char *fmt, ...) {
+        va_list ap;
+        if (reterr) {
+                char *m = NULL;
+                va_start(ap, fmt);
+                if (vasprintf(&m, fmt, ap) < 0)
+                        m = NULL;
+                va_end(ap);
+                free(*reterr);
+                *reterr = m;
+        }
+        return r;
 }
 
 bool x509_cn_is_valid_registration_id(const char *cn, const char **ret_reason) {
