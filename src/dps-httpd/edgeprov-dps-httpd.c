@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
@@ -33,16 +35,30 @@
 
 typedef struct Args {
         const char *data_file, *db_file, *address, *cert_file, *key_file, *client_ca_file, *id_scope;
-        unsigned port, retry_after, per_minute, max_connections, per_ip, timeout, header_limit;
+        unsigned port, retry_after, per_minute, max_connections, per_ip, timeout, header_limit, request_timeout;
 } Args;
+
+/* A connection, for the absolute request deadline: MHD's own timeout is an idle timeout, so a
+ * client trickling a header line now and then would keep its slot for ever.  `since` is when
+ * the connection was accepted or its last request completed; a request not complete (answer
+ * sent included) request_timeout after that has its socket shut down, which MHD sees as the
+ * peer going away and closes the connection itself. */
+typedef struct Conn {
+        struct Conn *prev, *next;
+        int fd;
+        uint64_t since;
+        bool cut;
+} Conn;
 
 typedef struct Server {
         sd_event *event;
         struct MHD_Daemon *mhd;
-        sd_event_source *io, *timer, *process;
+        sd_event_source *io, *timer, *process, *deadline;
         DpsService *service;
         DpsRest *rest;
-        uint64_t requests;
+        uint64_t requests, cut;
+        uint64_t request_timeout_usec;
+        Conn *conns;
 } Server;
 
 typedef struct Request {
@@ -66,6 +82,7 @@ static void help(void) {
                "  --max-connections N      concurrent connections (default 512)\n"
                "  --per-ip-connections N   concurrent connections per client address (default 64)\n"
                "  --timeout SEC            idle timeout of a connection (default 15)\n"
+               "  --request-timeout SEC    time for a whole request, answer included (default 30)\n"
                "  --header-limit BYTES     memory for one request's headers (default 16384)\n"
                "  --version, --help\n",
                DPS_RETRY_AFTER_DEFAULT);
@@ -86,7 +103,8 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) 
 static int parse_args(int argc, char **argv, Args *a) {
         enum {
                 ARG_DATA = 0x100, ARG_DB, ARG_CERT, ARG_KEY, ARG_CLIENT_CA, ARG_ADDRESS, ARG_PORT, ARG_SCOPE,
-                ARG_RETRY, ARG_PER_MINUTE, ARG_MAXCONN, ARG_PERIP, ARG_TIMEOUT, ARG_HEADER, ARG_VERSION,
+                ARG_RETRY, ARG_PER_MINUTE, ARG_MAXCONN, ARG_PERIP, ARG_TIMEOUT, ARG_HEADER, ARG_REQUEST_TIMEOUT,
+                ARG_VERSION,
         };
         static const struct option options[] = {
                 { "data", required_argument, NULL, ARG_DATA },
@@ -103,6 +121,7 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "per-ip-connections", required_argument, NULL, ARG_PERIP },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "header-limit", required_argument, NULL, ARG_HEADER },
+                { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "help", no_argument, NULL, 'h' },
                 {},
@@ -110,7 +129,8 @@ static int parse_args(int argc, char **argv, Args *a) {
         int c;
 
         *a = (Args) { .address = "0.0.0.0", .port = 443, .retry_after = DPS_RETRY_AFTER_DEFAULT,
-                      .max_connections = 512, .per_ip = 64, .timeout = 15, .header_limit = 16384 };
+                      .max_connections = 512, .per_ip = 64, .timeout = 15, .header_limit = 16384,
+                      .request_timeout = 30 };
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 int r = 0;
                 switch (c) {
@@ -128,6 +148,7 @@ static int parse_args(int argc, char **argv, Args *a) {
                 case ARG_PERIP: r = parse_uint(optarg, 1, 65536, &a->per_ip); break;
                 case ARG_TIMEOUT: r = parse_uint(optarg, 1, 3600, &a->timeout); break;
                 case ARG_HEADER: r = parse_uint(optarg, 4096, 1024 * 1024, &a->header_limit); break;
+                case ARG_REQUEST_TIMEOUT: r = parse_uint(optarg, 1, 3600, &a->request_timeout); break;
                 case ARG_VERSION:
                         printf("edgeprov-dps-httpd %s\n", PACKAGE_VERSION);
                         return 0;
@@ -212,6 +233,8 @@ static size_t peer_chain(struct MHD_Connection *conn, const uint8_t **der, size_
         return n;
 }
 
+static void process_soon(Server *s);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
@@ -286,11 +309,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return queue_error(conn, 500, DPS_ERROR_INTERNAL, "Internal error.");
         }
         log_debug("%s %s → %u", method, url, reply.status);
+        process_soon(s);
         return queue_reply(conn, &reply);
 }
 
+static uint64_t now_monotonic(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         Request *rq = *con_cls;
+
+        if (ci && ci->socket_context)
+                ((Conn *) ci->socket_context)->since = now_monotonic(); /* the next request's clock */
         if (!rq)
                 return;
         free(rq->body);
@@ -311,6 +345,77 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
         log_debug("libmicrohttpd: %s", buf);
 }
 
+/* ---- request deadline ---- */
+
+static int on_deadline(sd_event_source *src, uint64_t usec, void *userdata);
+
+/* Arms the timer for the earliest deadline of a connection not cut yet; off when none. */
+static void deadline_arm(Server *s) {
+        uint64_t next = UINT64_MAX;
+        for (Conn *c = s->conns; c; c = c->next)
+                if (!c->cut && c->since + s->request_timeout_usec < next)
+                        next = c->since + s->request_timeout_usec;
+        if (!s->deadline)
+                return;
+        if (next == UINT64_MAX) {
+                (void) sd_event_source_set_enabled(s->deadline, SD_EVENT_OFF);
+                return;
+        }
+        if (sd_event_source_set_time(s->deadline, next) < 0 ||
+            sd_event_source_set_enabled(s->deadline, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to arm the request deadline timer.");
+}
+
+static int on_deadline(sd_event_source *src, uint64_t usec, void *userdata) {
+        Server *s = userdata;
+        uint64_t now = now_monotonic();
+
+        for (Conn *c = s->conns; c; c = c->next) {
+                if (c->cut || now < c->since + s->request_timeout_usec)
+                        continue;
+                c->cut = true;
+                s->cut++;
+                (void) shutdown(c->fd, SHUT_RDWR);
+                log_info("Closing a connection whose request was not complete after %" PRIu64 " s (%" PRIu64
+                         " so far).",
+                         s->request_timeout_usec / 1000000, s->cut);
+        }
+        deadline_arm(s);
+        return 0;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+        Server *s = cls;
+        Conn *c = *socket_context;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+                c = ci ? calloc(1, sizeof(Conn)) : NULL;
+                if (!c)
+                        return;         /* no deadline for this one: its idle timeout still applies */
+                c->fd = ci->connect_fd;
+                c->since = now_monotonic();
+                c->next = s->conns;
+                if (s->conns)
+                        s->conns->prev = c;
+                s->conns = c;
+                *socket_context = c;
+                deadline_arm(s);
+                return;
+        }
+        if (!c)
+                return;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        free(c);
+        *socket_context = NULL;
+}
+
 /* ---- the event loop ---- */
 
 static int on_mhd_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -326,7 +431,9 @@ static int on_mhd_timer(sd_event_source *src, uint64_t usec, void *userdata) {
 }
 
 /* Custom-allocation webhooks and geoLatency probes advance in the core without blocking; the
- * plugin drives them from mosquitto's tick (at most 100 ms apart), this front at the same pace. */
+ * plugin drives them from mosquitto's tick (at most 100 ms apart), this front at the same pace
+ * while there is something to advance, and not at all otherwise: a request (which can start a
+ * webhook or load hubs to probe) starts the tick again. */
 #define PROCESS_INTERVAL_USEC (100 * 1000ULL)
 
 static int on_process(sd_event_source *src, uint64_t usec, void *userdata) {
@@ -334,7 +441,18 @@ static int on_process(sd_event_source *src, uint64_t usec, void *userdata) {
         int r = dps_service_process(s->service);
         if (r < 0)
                 log_error_errno(r, "Failed to advance custom allocation and latency probes: %m");
+        if (!dps_service_has_pending_work(s->service))
+                return sd_event_source_set_enabled(src, SD_EVENT_OFF);
         return sd_event_source_set_time_relative(src, PROCESS_INTERVAL_USEC);
+}
+
+static void process_soon(Server *s) {
+        int enabled = SD_EVENT_OFF;
+        if (sd_event_source_get_enabled(s->process, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return;
+        if (sd_event_source_set_time_relative(s->process, 0) < 0 ||
+            sd_event_source_set_enabled(s->process, SD_EVENT_ON) < 0)
+                log_error("Failed to schedule custom allocation and latency probes.");
 }
 
 /* Before the loop sleeps: arm the timer for MHD's next deadline (connection timeouts, and 0
@@ -360,6 +478,7 @@ int main(int argc, char **argv) {
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r < 0 ? 2 : 0;
+        s.request_timeout_usec = (uint64_t) a.request_timeout * 1000000ULL;
 
         r = read_file_full(a.cert_file, PEM_FILE_MAX, &cert, NULL);
         if (r < 0) {
@@ -435,6 +554,7 @@ int main(int argc, char **argv) {
                 { MHD_OPTION_CONNECTION_TIMEOUT, a.timeout, NULL },
                 { MHD_OPTION_CONNECTION_MEMORY_LIMIT, a.header_limit, NULL },
                 { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, NULL },
+                { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, &s },
                 { MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t) unescape_none, NULL },
                 { trust ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, trust },
                 { MHD_OPTION_END, 0, NULL },
@@ -472,6 +592,7 @@ int main(int argc, char **argv) {
             sd_event_add_time_relative(s.event, &s.process, CLOCK_MONOTONIC, PROCESS_INTERVAL_USEC,
                                        10 * 1000ULL, on_process, &s) < 0 ||
             sd_event_source_set_enabled(s.process, SD_EVENT_ON) < 0 ||
+            sd_event_add_time(s.event, &s.deadline, CLOCK_MONOTONIC, UINT64_MAX, 100 * 1000ULL, on_deadline, &s) < 0 ||
             sd_event_source_set_prepare(s.io, on_prepare) < 0 || sd_event_set_watchdog(s.event, true) < 0) {
                 log_error("Failed to set up the event loop.");
                 goto finish;
@@ -497,6 +618,7 @@ finish:
         s.io = sd_event_source_disable_unref(s.io);
         s.timer = sd_event_source_disable_unref(s.timer);
         s.process = sd_event_source_disable_unref(s.process);
+        s.deadline = sd_event_source_disable_unref(s.deadline);
         if (s.mhd)
                 MHD_stop_daemon(s.mhd);
         dps_rest_free(s.rest);

@@ -190,13 +190,11 @@ int dps_rest_handle(DpsRest *rest, const DpsRestRequest *rq, DpsRestReply *ret) 
                         ret->allow = dps_rest_op_method(p.op);
                 return r;
         }
-        if (p.op == DPS_REST_DEVICE_STATUS)
-                return dps_rest_error(501, DPS_ERROR_REST_NOT_IMPLEMENTED, -1,
-                                      "Device registration status lookup is not served; register instead.", ret);
         if (isempty(rq->api_version))
                 return dps_rest_error(400, DPS_ERROR_REST_BAD_REQUEST, -1, "The api-version query parameter is required.",
                                       ret);
-        if (p.op == DPS_REST_REGISTER && !content_type_ok(rq->content_type))
+        if ((p.op == DPS_REST_REGISTER || (p.op == DPS_REST_DEVICE_STATUS && rq->body_len > 0)) &&
+            !content_type_ok(rq->content_type))
                 return dps_rest_error(415, DPS_ERROR_REST_MEDIA_TYPE, -1, "Content-Type must be application/json.", ret);
         if (rq->body_len > DPS_BODY_MAX)
                 return dps_rest_error(413, DPS_ERROR_TOO_LARGE, -1, "Request body too large.", ret);
@@ -222,6 +220,22 @@ int dps_rest_handle(DpsRest *rest, const DpsRestRequest *rq, DpsRestReply *ret) 
                                       ret);
         }
 
+        if (p.op == DPS_REST_DEVICE_STATUS) {
+                /* the body is a DeviceRegistration; only its shape is checked */
+                _cleanup_(dps_register_request_done) DpsRegisterRequest body = {};
+                if (rq->body_len > 0 && dps_register_request_parse(rq->body, rq->body_len, &body) < 0)
+                        r = dps_rest_error(400, DPS_ERROR_REST_BAD_REQUEST, -1, "Malformed DeviceRegistration body.",
+                                           ret);
+                else {
+                        r = dps_client_status_lookup(c, &core);
+                        if (r >= 0) {
+                                r = reply_from_core(&core, &p, rq->api_version, ret);
+                                dps_reply_done(&core);
+                        }
+                }
+                dps_service_disconnect(s, rq->conn);
+                return r;
+        }
         if (p.op == DPS_REST_REGISTER)
                 r = dps_register_topic_format("1", &topic);
         else

@@ -19,13 +19,12 @@
  *   405 / 405001  method not allowed on this path (Allow: is set)
  *   413 / 413001  body larger than DPS_BODY_MAX (checked by the front before the body is read)
  *   415 / 415001  Content-Type present but not application/json
- *   501 / 501001  device registration status lookup (POST …/registrations/{id}) is not served */
+ */
 
 #define DPS_ERROR_REST_BAD_REQUEST 400004
 #define DPS_ERROR_REST_NOT_FOUND 404001
 #define DPS_ERROR_REST_METHOD 405001
 #define DPS_ERROR_REST_MEDIA_TYPE 415001
-#define DPS_ERROR_REST_NOT_IMPLEMENTED 501001
 
 typedef struct DpsRestRequest {
         const void *conn;               /* a key unique among requests in flight */

@@ -43,6 +43,7 @@ typedef struct DpsRegistration {
         char *initial_hub;         /* of the first assignment */
         char *substatus;           /* NULL unless assigned */
         char *initial_twin;        /* JSON, or NULL */
+        char *etag;                /* of the last outcome (the store has it too) */
         DpsStatus status;
         uint64_t created_usec;
         uint64_t last_updated_usec;
@@ -305,6 +306,7 @@ static void registration_free(void *p) {
         free(r->initial_hub);
         free(r->substatus);
         free(r->initial_twin);
+        free(r->etag);
         free(r);
 }
 
@@ -1463,7 +1465,7 @@ static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnr
                                const char *error_message, const char *etag, uint64_t now,
                                const char *twin_override) {
         _cleanup_free_ char *n_hub = NULL, *n_initial = NULL, *n_substatus = NULL, *n_twin = NULL, *n_dev = NULL,
-                            *n_group = NULL;
+                            *n_group = NULL, *n_etag = NULL;
         const char *substatus = NULL;
         bool update, migrate, keep_twin = true;
         int r;
@@ -1497,7 +1499,8 @@ static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnr
 
         if ((hub && !(n_hub = strdup(hub))) || (substatus && !(n_substatus = strdup(substatus))) ||
             (device_id && !(n_dev = strdup(device_id))) ||
-            (e->enrollment_group_id && !(n_group = strdup(e->enrollment_group_id))))
+            (e->enrollment_group_id && !(n_group = strdup(e->enrollment_group_id))) ||
+            (etag && !(n_etag = strdup(etag))))
                 return -ENOMEM;
         const char *initial = reg->initial_hub ?: (status == DPS_STATUS_ASSIGNED ? hub : NULL);
         if (initial && !(n_initial = strdup(initial)))
@@ -1543,6 +1546,7 @@ static int registration_update(DpsService *s, DpsRegistration *reg, const DpsEnr
         take_string(&reg->initial_twin, TAKE_PTR(n_twin));
         take_string(&reg->device_id, TAKE_PTR(n_dev));
         take_string(&reg->enrollment_group_id, TAKE_PTR(n_group));
+        take_string(&reg->etag, TAKE_PTR(n_etag));
         reg->status = status;
         reg->created_usec = created;
         reg->last_updated_usec = now;
@@ -1929,6 +1933,13 @@ int dps_service_process(DpsService *s) {
         return r < 0 ? r : k;
 }
 
+bool dps_service_has_pending_work(const DpsService *s) {
+        if (!s)
+                return false;
+        return (s->webhook && dps_webhook_n_running(s->webhook) > 0) || s->latency ||
+               s->latency_generation != s->generation;
+}
+
 void dps_service_set_latency_options(DpsService *s, uint64_t interval_usec, uint64_t timeout_usec) {
         if (!s)
                 return;
@@ -2273,6 +2284,90 @@ int dps_client_handle_request(DpsClient *c, const char *topic, const void *paylo
                 break;
         }
         return reply_error(s, t.rid, 400, DPS_ERROR_BAD_TOPIC, -1, ret, "Unknown request");
+}
+
+/* The DeviceRegistrationResult of the status lookup, from the durable record (which has the
+ * etag and the error of a failed or disabled outcome). */
+static int lookup_result(const DpsRecord *rec, char **ret, size_t *ret_len) {
+        _cleanup_json_ struct json_object *o = json_object_new_object();
+        char created[32], updated[32];
+
+        if (!o)
+                return -ENOMEM;
+        if (format_timestamp(rec->created_usec, created) < 0 || format_timestamp(rec->updated_usec, updated) < 0)
+                return -EINVAL;
+        if (json_add_string(o, "registrationId", rec->registration_id) < 0 ||
+            json_add_string(o, "createdDateTimeUtc", created) < 0 ||
+            (rec->assigned_hub && json_add_string(o, "assignedHub", rec->assigned_hub) < 0) ||
+            (rec->device_id && json_add_string(o, "deviceId", rec->device_id) < 0) ||
+            json_add_string(o, "status", rec->status) < 0 ||
+            (rec->substatus && json_add_string(o, "substatus", rec->substatus) < 0) ||
+            (rec->error_code != 0 && (json_add(o, "errorCode", json_object_new_int64(rec->error_code)) < 0 ||
+                                      json_add_string(o, "errorMessage", rec->error_message ?: "") < 0)) ||
+            json_add_string(o, "lastUpdatedDateTimeUtc", updated) < 0 ||
+            (rec->etag && json_add_string(o, "etag", rec->etag) < 0))
+                return -ENOMEM;
+        if (rec->enrollment_group_id) {
+                _cleanup_json_ struct json_object *sk = json_object_new_object();
+                if (!sk || json_add_string(sk, "enrollmentGroupId", rec->enrollment_group_id) < 0 ||
+                    json_add(o, "symmetricKey", TAKE_PTR(sk)) < 0)
+                        return -ENOMEM;
+        }
+        return json_to_string(o, ret, ret_len);
+}
+
+int dps_client_status_lookup(DpsClient *c, DpsReply *ret) {
+        _cleanup_(dps_record_done) DpsRecord rec = {};
+        DpsReply reply = { .status = 200 };
+        int r;
+
+        if (!c || !ret)
+                return -EINVAL;
+        DpsService *s = c->service;
+        DpsAuth auth = client_auth(c, now_usec(s));
+        if (auth == DPS_AUTH_TPM_CHALLENGE)
+                auth = DPS_AUTH_NO_TOKEN;       /* a lookup issues no challenge: the SAS is required */
+        if (auth != DPS_AUTH_OK)
+                return reply_auth_error(c, "1", auth, ret);
+
+        if (s->store) {
+                r = dps_store_get(s->store, c->registration_id, &rec);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && r != -ENOENT)
+                        return reply_error(s, "1", 503, DPS_ERROR_STORE, (int) s->retry_after, ret,
+                                           "The registration could not be read, retry later");
+        } else {
+                const DpsRegistration *reg = registration_find(s, c->registration_id);
+                if (reg && reg->created_usec > 0) {
+                        rec = (DpsRecord) {
+                                .registration_id = strdup(reg->registration_id),
+                                .device_id = reg->device_id ? strdup(reg->device_id) : NULL,
+                                .assigned_hub = reg->assigned_hub ? strdup(reg->assigned_hub) : NULL,
+                                .enrollment_group_id = reg->enrollment_group_id ? strdup(reg->enrollment_group_id)
+                                                                                : NULL,
+                                .status = strdup(dps_status_to_string(reg->status)),
+                                .substatus = reg->substatus ? strdup(reg->substatus) : NULL,
+                                .etag = reg->etag ? strdup(reg->etag) : NULL,
+                                .created_usec = reg->created_usec,
+                                .updated_usec = reg->last_updated_usec,
+                        };
+                        if (!rec.registration_id || !rec.status || (reg->etag && !rec.etag))
+                                return -ENOMEM;
+                }
+        }
+        if (!rec.registration_id)
+                return reply_error(s, "1", 404, DPS_ERROR_NOT_REGISTERED, -1, ret,
+                                   "Device registration not found");
+        r = lookup_result(&rec, &reply.body, &reply.body_len);
+        if (r >= 0)
+                r = reply_topic(200, "1", -1, &reply.topic);
+        if (r < 0) {
+                dps_reply_done(&reply);
+                return r == -ENOMEM ? r : reply_error(s, "1", 500, DPS_ERROR_INTERNAL, -1, ret, "Internal error");
+        }
+        *ret = reply;
+        return 0;
 }
 
 /* ---- HTTPS front (issue 9, src/dps/rest.c) ---- */

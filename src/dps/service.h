@@ -19,6 +19,7 @@
  *   401 / 401002  no, malformed, foreign, expired or wrongly signed SAS token; no matching
  *                 group key; attestation type not usable over MQTT (tpm, x509, none)
  *   404 / 404201  no enrollment for the registration id
+ *   404 / 404202  status lookup of a device that never registered
  *   404 / 404203  unknown operation id (or one belonging to another registration, or expired)
  *   413 / 413001  body larger than DPS_BODY_MAX (96 KiB)
  *   429 / 429001  too many operations or registrations in flight, or more register requests
@@ -44,6 +45,7 @@
 #define DPS_ERROR_UNAUTHORIZED 401002
 #define DPS_ERROR_DISABLED 403001
 #define DPS_ERROR_NOT_ENROLLED 404201
+#define DPS_ERROR_NOT_REGISTERED 404202
 #define DPS_ERROR_NO_OPERATION 404203
 #define DPS_ERROR_TOO_LARGE 413001
 #define DPS_ERROR_THROTTLED 429001
@@ -107,6 +109,10 @@ int dps_service_edit_data(DpsService *s, DpsDataEditFunc edit, void *userdata, c
  * from its loop often (the plugin on every MOSQ_EVT_TICK).  While a webhook runs, the register
  * operation answers 202 assigning. */
 int dps_service_process(DpsService *s);
+/* Whether dps_service_process() has anything to advance: a webhook running or geoLatency probes
+ * configured.  A front end with its own timer (edgeprov-dps-httpd) stops ticking when not, and
+ * ticks again after the next request (which may start a webhook or load hubs to probe). */
+bool dps_service_has_pending_work(const DpsService *s);
 /* Webhook timeout (ms; 0: DPS_WEBHOOK_TIMEOUT_MSEC_DEFAULT) and CA file for https webhooks
  * (NULL: the system's). */
 int dps_service_set_webhook_options(DpsService *s, unsigned timeout_msec, const char *cafile);
@@ -184,6 +190,13 @@ void dps_reply_done(DpsReply *r);
  * reply for the requesting client (errors included) and returns 0; -ENOMEM only when not even
  * an error reply could be built. */
 int dps_client_handle_request(DpsClient *c, const char *topic, const void *payload, size_t len, DpsReply *ret);
+
+/* Device registration status lookup (the HTTPS POST /{idScope}/registrations/{id}): the
+ * client's current DeviceRegistrationResult, 200, from the registration store (or, without
+ * one, what this process assigned); 404/404202 when the device never registered; the same
+ * authentication answers as a register (a TPM device must present its SAS token).  Like
+ * dps_client_handle_request, errors are replies and -ENOMEM the only failure. */
+int dps_client_status_lookup(DpsClient *c, DpsReply *ret);
 
 /* The hub allocation used by register for hashed and static (exported for tests and the admin
  * tools): the enrollment's iotHubHostName, else a weighted rendezvous hash of the registration

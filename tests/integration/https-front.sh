@@ -4,8 +4,9 @@
 # provisioning, polling with Retry-After, and bad inputs, each with its status and
 # x-ms-error-code: wrong paths and methods, no api-version, oversize bodies (announced and
 # chunked), oversize headers, wrong media type, bad and foreign SAS tokens, unknown operations;
-# slow clients (slowloris) holding connections while another gateway provisions, and an idle
-# connection closed by the timeout.
+# the device registration status lookup (POST …/registrations/{id});
+# slow clients (slowloris) holding connections while another gateway provisions, then cut by the
+# absolute request deadline, and an idle connection closed by the idle timeout.
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
 . "$EDGEPROV_SRCDIR/tests/integration/https-lib.sh"
 
@@ -14,7 +15,8 @@ service_init "$WORK/data.json" hub-a.example.test
 KEY=$(new_key)
 enroll "$WORK/data.json" gw1 "$KEY" --device-id gw1-dev
 OTHER=$(new_key)
-start_httpd "$WORK/data.json" --timeout 3 --per-ip-connections 40
+enroll "$WORK/data.json" never "$KEY"
+start_httpd "$WORK/data.json" --db "$WORK/registrations.db" --timeout 3 --request-timeout 20 --per-ip-connections 40
 P=/$ID_SCOPE/registrations/gw1
 AV=api-version=2021-06-01
 se=$(($(date +%s) + 3600))
@@ -51,6 +53,8 @@ done
 [ "${out%% *}" = 200 ] || fail "poll: $out"
 grep -q '"status":"assigned"' "$WORK/curl.body" || fail "poll body: $out"
 grep -q '"deviceId":"gw1-dev"' "$WORK/curl.body" || fail "poll body: $out"
+ETAG=$(sed -n 's/.*"etag":"\([^"]*\)".*/\1/p' "$WORK/curl.body")
+[ -n "$ETAG" ] || fail "no etag in the result: $out"
 
 # 2. bad inputs
 expect "unknown path" 404 404001 -- GET "/nope?$AV"
@@ -60,7 +64,19 @@ expect "encoded slash in id" 404 404001 -- PUT "/$ID_SCOPE/registrations/a%2Fb/r
 expect "GET on register" 405 405001 -- GET "$P/register?$AV"
 grep -qi '^allow: PUT' "$WORK/curl.headers" || fail "405 without Allow: PUT"
 expect "DELETE on operation" 405 405001 -- DELETE "$P/operations/x?$AV"
-expect "status lookup" 501 501001 -- POST "$P?$AV" "${JSON[@]}" --data '{}'
+# device registration status lookup: the record the poll returned, same etag; SAS required
+out=$(dps_curl POST "$P?$AV" "${JSON[@]}" -H "Authorization: $SAS" --data '{"registrationId":"gw1"}')
+[ "${out%% *}" = 200 ] || fail "status lookup: $out"
+for f in '"registrationId":"gw1"' '"deviceId":"gw1-dev"' '"assignedHub":"hub-a.example.test"' '"status":"assigned"' \
+        '"substatus":"initialAssignment"' "\"etag\":\"$ETAG\""; do
+        grep -qF "$f" "$WORK/curl.body" || fail "status lookup: no $f in $out"
+done
+expect "status lookup without SAS" 401 401002 -- POST "$P?$AV" "${JSON[@]}" --data '{}'
+expect "status lookup, foreign key" 401 401002 -- POST "$P?$AV" "${JSON[@]}" \
+        -H "Authorization: $(sas_token "$OTHER" "$ID_SCOPE/registrations/gw1" "$se")" --data '{}'
+expect "status lookup, bad body" 400 400004 -- POST "$P?$AV" "${JSON[@]}" -H "Authorization: $SAS" --data '[1'
+expect "status lookup, never registered" 404 404202 -- POST "/$ID_SCOPE/registrations/never?$AV" \
+        -H "Authorization: $(sas_token "$KEY" "$ID_SCOPE/registrations/never" "$se")"
 expect "no api-version" 400 400004 -- PUT "$P/register" "${JSON[@]}" -H "Authorization: $SAS" --data '{}'
 expect "bad id" 400 400004 -- PUT "/$ID_SCOPE/registrations/-bad-/register?$AV" "${JSON[@]}" --data '{}'
 expect "wrong media type" 415 415001 -- PUT "$P/register?$AV" -H 'Content-Type: text/plain' -H "Authorization: $SAS" --data '{}'
@@ -92,7 +108,8 @@ trap 'cleanup_slow; ep_cleanup' EXIT
 for i in $(seq 1 30); do
         setsid bash -c "{ printf 'PUT $P/register?$AV HTTP/1.1\r\nHost: x\r\n'; \
                 while sleep 1; do printf 'X-Slow: %s\r\n' \$RANDOM; done; } | \
-                openssl s_client -quiet -connect 127.0.0.1:$HTTPD_PORT > $WORK/slow-$i.log 2>&1" &
+                openssl s_client -quiet -connect 127.0.0.1:$HTTPD_PORT > $WORK/slow-$i.log 2>&1; \
+                echo closed > $WORK/slow-$i.closed" &
         slow_pgids+=($!)
 done
 # idle: TLS up, then nothing; the front closes it after --timeout 3
@@ -120,6 +137,11 @@ grep -q "over https" "$WORK/agent.log" || fail "agent did not use HTTPS"
 [ "$(json_get "$WORK/state/state.json" deviceId)" = gw1-dev ] || fail "state: $(cat "$WORK/state/state.json")"
 wait_for 15 test -e "$WORK/idle.closed" || fail "the idle connection was not closed by the timeout"
 kill -0 "$HTTPD_PID" || fail "the front died"
+# the trickling requests are cut at --request-timeout 20 although they are never idle
+all_slow_closed() { [ "$(ls "$WORK"/slow-*.closed 2> /dev/null | wc -l)" -ge 30 ]; }
+wait_for 60 all_slow_closed || fail "slowloris connections outlived --request-timeout: $(ls "$WORK"/slow-*.closed 2> /dev/null | wc -l) of 30 closed"
+[ "$(grep -c 'request was not complete after 20 s' "$WORK/httpd.log")" -ge 30 ] ||
+        fail "the front did not say why it closed the slow connections"
 cleanup_slow
 out=$(dps_curl GET "$P/operations/$opid?$AV" -H "Authorization: $SAS")
 [ "${out%% *}" = 200 ] || fail "front unusable after the slow clients: $out"

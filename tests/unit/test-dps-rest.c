@@ -200,6 +200,10 @@ static void test_rest_flow(void **state) {
 
         assert_int_equal(dps_rest_new(s, &rest), 0);
 
+        /* status lookup before the first registration */
+        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", tok, "{\"registrationId\":\"gw1\"}", &r), 404);
+        assert_int_equal(r.error_code, DPS_ERROR_NOT_REGISTERED);
+
         assert_int_equal(call(rest, "PUT", "/" SCOPE "/registrations/gw1/register", tok, "{\"registrationId\":\"gw1\"}", &r), 202);
         assert_int_equal(r.retry_after, DPS_RETRY_AFTER_DEFAULT);
         assert_int_equal(dps_response_parse(r.body, r.body_len, &resp), 0);
@@ -227,7 +231,18 @@ static void test_rest_flow(void **state) {
         assert_int_equal(r.error_code, DPS_ERROR_REST_NOT_FOUND);
         assert_int_equal(call(rest, "GET", "/" SCOPE "/registrations/gw1/register", tok, NULL, &r), 405);
         assert_string_equal(r.allow, "PUT");
-        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", tok, "{}", &r), 501);
+        /* status lookup: the DeviceRegistrationResult; the same authentication as a register */
+        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", tok, "{}", &r), 200);
+        assert_non_null(strstr(r.body, "\"registrationId\":\"gw1\""));
+        assert_non_null(strstr(r.body, "\"deviceId\":\"gw1-device\""));
+        assert_non_null(strstr(r.body, "\"assignedHub\":\"hub1.example.net\""));
+        assert_non_null(strstr(r.body, "\"status\":\"assigned\""));
+        assert_non_null(strstr(r.body, "\"etag\""));
+        assert_null(strstr(r.body, "operationId"));
+        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", bad, "{}", &r), 401);
+        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", old, "{}", &r), 401);
+        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", NULL, "{}", &r), 401);
+        assert_int_equal(call(rest, "POST", "/" SCOPE "/registrations/gw1", tok, "[", &r), 400);
         assert_int_equal(call(rest, "PUT", "/0ne00000FFF/registrations/gw1/register", tok, "{}", &r), 401);
         assert_int_equal(call(rest, "PUT", "/" SCOPE "/registrations/-x-/register", tok, "{}", &r), 400);
         assert_int_equal(call(rest, "PUT", "/" SCOPE "/registrations/gw1/register", tok, "{\"registrationId\":\"gw2\"}", &r), 400);
