@@ -265,6 +265,86 @@ static int method_register_device(sd_bus_message *m, void *userdata, sd_bus_erro
         return sd_bus_reply_method_return(m, "o", path);
 }
 
+/* RegisterDevices(a(sa{sv}) devices) → (ao devices, a(usss) errors): RegisterDevice for up to
+ * BUS_REGISTER_DEVICES_MAX entries whose intent records are made durable by one commit.
+ * devices has one path per entry, in order, "/" for an entry refused; errors lists each refused
+ * entry as (index, id as given, error name, message).  Invalid ids are refused per entry, the
+ * valid ones are registered; a malformed option or too many entries fail the whole call. */
+#define BUS_REGISTER_DEVICES_MAX 1000
+
+static int method_register_devices(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *ids[BUS_REGISTER_DEVICES_MAX], *errs[BUS_REGISTER_DEVICES_MAX];
+        char *options[BUS_REGISTER_DEVICES_MAX];
+        Sensor *sensors[BUS_REGISTER_DEVICES_MAX];
+        int codes[BUS_REGISTER_DEVICES_MAX];
+        size_t n = 0;
+        int r;
+
+        r = bus_authorize(b, m, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(m, 'a', "(sa{sv})");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'r', "sa{sv}")) > 0) {
+                if (n >= BUS_REGISTER_DEVICES_MAX) {
+                        r = sd_bus_error_setf(error, ERR_LIMIT, "At most %d devices per RegisterDevices call.",
+                                              BUS_REGISTER_DEVICES_MAX);
+                        goto out;
+                }
+                options[n] = NULL;
+                r = sd_bus_message_read(m, "s", &ids[n]);
+                if (r >= 0)
+                        r = read_options(m, &options[n], error);
+                if (r < 0)
+                        goto out;
+                n++;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        goto out;
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                goto out;
+        r = downstream_add_many(b->downstream, n, ids, (const char *const *) options, sensors, errs, codes);
+        if (r == -EOPNOTSUPP) {
+                r = sd_bus_error_setf(error, ERR_NOT_CONFIGURED,
+                                      "Downstream registration is not configured (downstream.group_key_file=).");
+                goto out;
+        }
+        if (r < 0)
+                goto out;
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "o");
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_free_ char *path = NULL;
+                if (sensors[i])
+                        r = device_path(sensors[i]->id, &path);
+                if (r >= 0)
+                        r = sd_bus_message_append(reply, "o", path ?: "/");
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(usss)");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                if (!sensors[i])
+                        r = sd_bus_message_append(reply, "(usss)", (uint32_t) i, ids[i],
+                                                  codes[i] == -E2BIG ? ERR_LIMIT : ERR_INVALID_ID, strna(errs[i]));
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+out:
+        for (size_t i = 0; i < n; i++)
+                free(options[i]);
+        return r;
+}
+
 static int method_remove_device(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
         _cleanup_free_ char *id = NULL;
@@ -310,6 +390,9 @@ static const sd_bus_vtable gateway_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RegisterDevice", SD_BUS_ARGS("s", registration_id, "a{sv}", options),
                                 SD_BUS_RESULT("o", device), method_register_device, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RegisterDevices", SD_BUS_ARGS("a(sa{sv})", devices),
+                                SD_BUS_RESULT("ao", devices, "a(usss)", errors), method_register_devices,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RemoveDevice", SD_BUS_ARGS("s", registration_id), SD_BUS_NO_RESULT,
                                 method_remove_device, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "agent/downstream.h"
 #include "agent/group-key.h"
 #include "agent/sensor-list.h"
+#include "agent/tls-client.h"
 #include "edgeprov/codec.h"
 #include "edgeprov/dps.h"
 #include "edgeprov/fileio.h"
@@ -31,16 +33,22 @@
  * synchronous TPM job (open, Load, n HMACs, close) in the event loop; bounding it bounds the
  * time the loop is blocked, and the rest of a burst continues from a defer source. */
 #define DOWNSTREAM_KEY_BATCH 8
+/* when the first poll is due if the 202 carried no retry-after (as dps-client.c, dps-http.c) */
+#define DOWNSTREAM_DEFAULT_POLL_SEC 2
 
 struct Downstream {
         sd_event *event;
         const Config *config;
         GroupKey *group_key;
+        void *ssl_ctx;                  /* MQTT: one TLS context for every sensor connection, built at
+                                         * the first one and dropped when registrations go idle */
+        bool burst;                     /* registrations started since the last idle point */
         sd_event_source *dispatch_defer;
         uint64_t tpm_usec, tpm_keys;    /* time in the TPM deriving keys, and how many */
         Sensor *commit_head;            /* records waiting for the batched write */
         sd_event_source *commit_defer;
         uint64_t commits, commit_batches;
+        uint64_t parked_total, resumed_total;   /* slots released while waiting out a retry-after */
         char *gateway_id;
         char *dir;
         Sensor **sensors;       /* sorted by id */
@@ -294,6 +302,7 @@ static int write_tmp(const char *path, const char *text) {
 }
 
 static void sensor_committed(Downstream *d, Sensor *s, SensorCommit what, char *device_id, char *hub);
+static void sensor_maybe_park(Downstream *d, Sensor *s);
 static void dispatch(Downstream *d);
 static void sensor_retry_later(Downstream *d, Sensor *s, int retry_after, const char *why);
 
@@ -365,6 +374,8 @@ static int on_commit(sd_event_source *src, void *userdata) {
                 s->commit_device_id = s->commit_hub = NULL;
                 if (what == COMMIT_ASSIGNED)
                         d->in_flight--;
+                if (ok && what == COMMIT_ACCEPTED && src)
+                        sensor_maybe_park(d, s);
                 if (ok)
                         sensor_committed(d, s, what, device_id, hub);
                 else if (what == COMMIT_ASSIGNED)
@@ -407,10 +418,14 @@ Downstream *downstream_free(Downstream *d) {
         free(d->sensors);
         d->bucket_timer = sd_event_source_disable_unref(d->bucket_timer);
         d->group_key = group_key_free(d->group_key);
+        d->ssl_ctx = tls_client_ctx_free(d->ssl_ctx);
         d->dispatch_defer = sd_event_source_disable_unref(d->dispatch_defer);
         d->commit_defer = sd_event_source_disable_unref(d->commit_defer);
         if (d->tpm_keys > 0)
                 log_debug("TPM: %" PRIu64 " device keys derived in %" PRIu64 " ms.", d->tpm_keys, d->tpm_usec / 1000);
+        if (d->parked_total > 0)
+                log_debug("%" PRIu64 " sensor(s) released their slot while waiting, %" PRIu64
+                          " polled on a new connection.", d->parked_total, d->resumed_total);
         free(d->gateway_id);
         free(d->dir);
         sd_event_unref(d->event);
@@ -521,6 +536,17 @@ static void queue_push(Downstream *d, Sensor *s) {
         d->queue_tail = s;
 }
 
+/* work in progress first: a parked sensor whose poll is due goes before new registrations */
+static void queue_push_front(Downstream *d, Sensor *s) {
+        if (s->queued)
+                return;
+        s->queued = true;
+        s->queue_next = d->queue_head;
+        d->queue_head = s;
+        if (!d->queue_tail)
+                d->queue_tail = s;
+}
+
 static Sensor *queue_pop(Downstream *d) {
         Sensor *s = d->queue_head;
         if (!s)
@@ -587,7 +613,7 @@ static bool bucket_take(Downstream *d, uint64_t *ret_wait_usec) {
 
 static void on_result(DpsClient *c, const DpsResult *res, void *userdata);
 
-static void on_accepted(DpsClient *c, const char *operation_id, void *userdata);
+static void on_accepted(DpsClient *c, const char *operation_id, int retry_after, void *userdata);
 
 static int sensor_start(Downstream *d, Sensor *s, const char *key) {
         _cleanup_free_ char *resource = NULL, *payload = NULL;
@@ -596,6 +622,11 @@ static int sensor_start(Downstream *d, Sensor *s, const char *key) {
         DpsClient *c = NULL;
         int r;
 
+        if (!d->ssl_ctx && dps_transport_from_string(conf_transport(d->config)) == DPS_TRANSPORT_MQTT) {
+                r = tls_client_ctx_new(d->config->ca_file, d->config->endpoint, &d->ssl_ctx);
+                if (r < 0)
+                        return r;
+        }
         if (asprintf(&resource, "%s/registrations/%s", d->config->id_scope, s->id) < 0)
                 return -ENOMEM;
         r = sas_token_build_b64(key, resource, (uint64_t) time(NULL) + (uint64_t) d->config->sas_lifetime,
@@ -628,6 +659,7 @@ static int sensor_start(Downstream *d, Sensor *s, const char *key) {
                 .api_version = d->config->api_version,
                 .password = token,
                 .payload_json = payload,
+                .ssl_ctx = d->ssl_ctx,
                 .operation_id = s->operation_id,
                 .request_timeout_usec = (uint64_t) d->config->request_timeout * USEC_PER_SEC,
         };
@@ -641,7 +673,11 @@ static int sensor_start(Downstream *d, Sensor *s, const char *key) {
                 return r;
         }
         s->client = c;
-        if (s->operation_id)
+        if (s->resume) {
+                s->resume = false;
+                d->resumed_total++;
+                log_debug("Sensor '%s': polling operation %s on a new connection.", s->id, s->operation_id);
+        } else if (s->operation_id)
                 log_info("Sensor '%s': resuming operation %s (attempt %u).", s->id, s->operation_id, s->attempts + 1);
         else
                 log_debug("Registering sensor '%s' (attempt %u).", s->id, s->attempts + 1);
@@ -651,7 +687,7 @@ static int sensor_start(Downstream *d, Sensor *s, const char *key) {
 /* The service accepted the registration: record the operation before the first poll, so that
  * a restart polls it instead of registering again.  Only the window between sending the
  * register request and this write is left for a crash to cause a second registration. */
-static void on_accepted(DpsClient *c, const char *operation_id, void *userdata) {
+static void on_accepted(DpsClient *c, const char *operation_id, int retry_after, void *userdata) {
         Sensor *s = userdata;
         char *dup = strdup(operation_id);
 
@@ -659,7 +695,45 @@ static void on_accepted(DpsClient *c, const char *operation_id, void *userdata) 
                 return;
         free(s->operation_id);
         s->operation_id = dup;
+        /* the client polls after retry-after (its default when none is given) */
+        s->poll_due = now_usec() +
+                      (uint64_t) (retry_after >= 0 ? retry_after : DOWNSTREAM_DEFAULT_POLL_SEC) * USEC_PER_SEC;
         commit_queue(s->owner, s, COMMIT_ACCEPTED);     /* at worst the sensor registers again after a crash */
+}
+
+static int on_park_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Sensor *s = userdata;
+        Downstream *d = s->owner;
+        s->retry_timer = sd_event_source_disable_unref(s->retry_timer);
+        s->parked = false;
+        s->resume = true;
+        queue_push_front(d, s);
+        dispatch(d);
+        return 0;
+}
+
+/* The operationId is durable and the service asked us to come back after retry-after: when
+ * other sensors wait for a slot, close this connection and give the slot to them; the poll
+ * resumes the operation on a new connection (DpsClientParams.operation_id) once it is due, from
+ * the front of the queue.  The crash-safety bound holds: a parked sensor has a durable record.
+ * With nobody waiting, polling on the open connection is cheaper. */
+static void sensor_maybe_park(Downstream *d, Sensor *s) {
+        uint64_t now = now_usec();
+
+        if (!s->client || s->state != SENSOR_REGISTERING || !s->operation_id || !d->queue_head ||
+            s->poll_due < now + USEC_PER_SEC / 10)
+                return;
+        if (sd_event_add_time(d->event, &s->retry_timer, CLOCK_BOOTTIME, s->poll_due, USEC_PER_SEC / 100, on_park_timer,
+                              s) < 0) {
+                s->retry_timer = NULL;
+                return;                 /* keep polling on this connection */
+        }
+        s->client = dps_client_free(s->client);
+        s->parked = true;
+        d->in_flight--;
+        d->parked_total++;
+        log_debug("Sensor '%s': operation %s accepted; slot released for %.1f s.", s->id, s->operation_id,
+                  (double) (s->poll_due - now) / USEC_PER_SEC);
 }
 
 
@@ -668,6 +742,18 @@ static int on_dispatch_defer(sd_event_source *src, void *userdata) {
         d->dispatch_defer = sd_event_source_disable_unref(d->dispatch_defer);
         dispatch(d);
         return 0;
+}
+
+/* Nothing in flight or queued (sensors waiting out a retry-after may follow later): the shared
+ * TLS context (with whatever CA certificates it has looked up) and the heap a burst grew are
+ * given back; the next registration builds the context again (≈1 ms). */
+static void downstream_idle(Downstream *d) {
+        if (!d->burst)
+                return;
+        d->burst = false;
+        d->ssl_ctx = tls_client_ctx_free(d->ssl_ctx);
+        (void) malloc_trim(0);
+        log_debug("Downstream registrations idle; TLS context and free heap released.");
 }
 
 static void dispatch(Downstream *d) {
@@ -681,9 +767,14 @@ static void dispatch(Downstream *d) {
 
         if (!d->gateway_id || !d->group_key)
                 return;
+        if (d->in_flight == 0 && !d->queue_head) {
+                downstream_idle(d);
+                return;
+        }
         while (d->in_flight + n < max && d->queue_head && n < DOWNSTREAM_KEY_BATCH) {
                 uint64_t wait = 0;
-                if (!bucket_take(d, &wait)) {
+                /* the rate is of registrations: polling a parked operation takes no token */
+                if (!d->queue_head->resume && !bucket_take(d, &wait)) {
                         if (!d->bucket_timer &&
                             sd_event_add_time_relative(d->event, &d->bucket_timer, CLOCK_MONOTONIC, wait, 1000,
                                                        on_bucket_timer, d) < 0)
@@ -696,6 +787,7 @@ static void dispatch(Downstream *d) {
         }
         if (n == 0)
                 return;
+        d->burst = true;
 
         r = group_key_derive(d->group_key, ids, n, keys, &usec);
         if (r < 0) {
@@ -759,6 +851,7 @@ static void sensor_retry_later(Downstream *d, Sensor *s, int retry_after, const 
                 delay = USEC_PER_SEC / 10;
         mask = sensor_set_string(&s->last_error, why, SENSOR_PROP_LAST_ERROR);
         mask |= sensor_set_state(s, SENSOR_RETRYING);
+        s->parked = s->resume = false;
         s->retry_timer = sd_event_source_disable_unref(s->retry_timer);
         if (sd_event_add_time_relative(d->event, &s->retry_timer, CLOCK_BOOTTIME, delay, USEC_PER_SEC / 10,
                                        on_sensor_retry, s) < 0) {
@@ -993,6 +1086,149 @@ int downstream_add(Downstream *d, const char *input_id, const char *options_json
         if (ret)
                 *ret = s;
         return 0;
+}
+
+static void registry_drop(Downstream *d, Sensor *s) {
+        size_t i = lower_bound(d, s->id);
+        if (i < d->n_sensors && d->sensors[i] == s) {
+                memmove(d->sensors + i, d->sensors + i + 1, (d->n_sensors - i - 1) * sizeof(Sensor *));
+                d->n_sensors--;
+        }
+}
+
+/* The intent records of a bulk call, made durable together: temporary files, one syncfs(),
+ * renames, one fsync() of the directory (as on_commit()).  On failure nothing is left. */
+static int intent_batch_write(Downstream *d, Sensor **list, size_t n) {
+        _cleanup_close_ int dfd = -1;
+        size_t written = 0, renamed = 0;
+        int r = 0;
+
+        for (; written < n && r >= 0; written++) {
+                _cleanup_free_ char *text = NULL, *tmp = NULL;
+                r = sensor_record_format(list[written], &text);
+                if (r >= 0 && asprintf(&tmp, "%s/.#%s.json.batch", d->dir, list[written]->id) < 0) {
+                        tmp = NULL;
+                        r = -ENOMEM;
+                }
+                if (r >= 0)
+                        r = write_tmp(tmp, text);
+                if (r < 0)
+                        log_error_errno(r, "Cannot write the record of sensor '%s': %m", list[written]->id);
+        }
+        if (r >= 0) {
+                dfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd < 0 || syscall(SYS_syncfs, dfd) < 0)
+                        r = -errno;
+        }
+        for (; r >= 0 && renamed < n; renamed++) {
+                _cleanup_free_ char *tmp = NULL, *path = NULL;
+                if (asprintf(&tmp, "%s/.#%s.json.batch", d->dir, list[renamed]->id) < 0) {
+                        tmp = NULL;
+                        r = -ENOMEM;
+                } else if (sensor_path(d, list[renamed]->id, &path) < 0)
+                        r = -ENOMEM;
+                else if (rename(tmp, path) < 0)
+                        r = log_error_errno(errno, "Cannot rename '%s': %m", tmp);
+        }
+        if (r >= 0 && fsync(dfd) < 0)
+                r = -errno;
+        if (r >= 0)
+                return 0;
+        log_error_errno(r, "Cannot record %zu new sensor(s) in '%s': %m", n, d->dir);
+        for (size_t i = 0; i < written; i++) {
+                _cleanup_free_ char *p = NULL;
+                int q = i < renamed ? sensor_path(d, list[i]->id, &p)
+                                    : asprintf(&p, "%s/.#%s.json.batch", d->dir, list[i]->id) < 0 ? -ENOMEM : 0;
+                if (q < 0)
+                        p = NULL;
+                else
+                        (void) unlink(p);
+        }
+        return r;
+}
+
+int downstream_add_many(Downstream *d, size_t n, const char *const *input_ids, const char *const *options_json,
+                        Sensor **ret_sensors, const char **ret_errors, int *ret_codes) {
+        _cleanup_free_ Sensor **fresh = NULL;
+        size_t n_fresh = 0;
+        int r;
+
+        if (!d->group_key)
+                return -EOPNOTSUPP;
+        fresh = calloc(n ?: 1, sizeof(Sensor *));
+        if (!fresh)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *id = NULL;
+                const char *protocol = NULL, *why = NULL, *opts = options_json ? options_json[i] : NULL;
+                struct json_object *o = NULL;
+
+                ret_sensors[i] = NULL;
+                ret_errors[i] = NULL;
+                ret_codes[i] = 0;
+                r = sensor_id_normalize(input_ids[i], &id, &protocol, &why);
+                if (r == -EINVAL) {
+                        ret_codes[i] = -EINVAL;
+                        ret_errors[i] = why ?: "not a valid registration id";
+                        continue;
+                }
+                if (r < 0)
+                        goto fail;
+                Sensor *s = downstream_find(d, id);     /* known, or twice in this call */
+                if (s) {
+                        ret_sensors[i] = s;
+                        continue;
+                }
+                if (opts) {
+                        if (json_parse_limited(opts, strlen(opts), 16 * 1024, 2, &o) < 0 ||
+                            !json_object_is_type(o, json_type_object)) {
+                                json_object_put(o);
+                                ret_codes[i] = -EINVAL;
+                                ret_errors[i] = "options must be a flat JSON object of at most 16 KiB";
+                                continue;
+                        }
+                        json_object_put(o);
+                }
+                if (d->n_sensors >= DOWNSTREAM_SENSORS_MAX) {
+                        ret_codes[i] = -E2BIG;
+                        ret_errors[i] = "too many downstream devices";
+                        continue;
+                }
+                s = calloc(1, sizeof(*s));
+                if (!s) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                s->id = TAKE_PTR(id);
+                s->state = SENSOR_PENDING;
+                if ((protocol && !(s->protocol = strdup(protocol))) || (opts && !(s->options_json = strdup(opts))) ||
+                    (r = registry_insert(d, s)) < 0) {
+                        r = r < 0 ? r : -ENOMEM;
+                        sensor_done(s);
+                        free(s);
+                        goto fail;
+                }
+                fresh[n_fresh++] = s;
+                ret_sensors[i] = s;
+        }
+        r = intent_batch_write(d, fresh, n_fresh);      /* the intents are on disk before we say yes */
+        if (r < 0)
+                goto fail;
+        for (size_t i = 0; i < n_fresh; i++) {
+                notify(d, fresh[i], SENSOR_EVENT_ADDED, 0);
+                queue_push(d, fresh[i]);
+        }
+        dispatch(d);
+        return 0;
+fail:
+        for (size_t i = 0; i < n_fresh; i++) {
+                registry_drop(d, fresh[i]);
+                sensor_done(fresh[i]);
+                free(fresh[i]);
+        }
+        for (size_t i = 0; i < n; i++)
+                ret_sensors[i] = NULL;
+        return r;
 }
 
 int downstream_remove(Downstream *d, const char *id) {

@@ -50,7 +50,10 @@ typedef struct Sensor {
         char *commit_device_id, *commit_hub;
         uint64_t commit_at;
         void *client;           /* DpsClient * while registering */
-        sd_event_source *retry_timer;
+        sd_event_source *retry_timer;   /* retrying, or parked: waiting out a retry-after without a slot */
+        uint64_t poll_due;      /* CLOCK_BOOTTIME µs: when the accepted operation's first poll is due */
+        bool parked;            /* registering, connection closed, slot released until poll_due */
+        bool resume;            /* queued to poll its parked operation: takes a slot, no rate token */
         struct Downstream *owner;
 } Sensor;
 
@@ -91,6 +94,14 @@ int downstream_set_gateway(Downstream *d, const char *gateway_device_id);
  * -EINVAL bad id (reason in *reterr), -EOPNOTSUPP no group key configured, -E2BIG too many. */
 int downstream_add(Downstream *d, const char *input_id, const char *options_json, Sensor **ret,
                    const char **reterr);
+/* Bulk: as downstream_add() for n entries, but the intent records of all new sensors are made
+ * durable by one commit (temporary files, one syncfs, renames, one directory fsync).  For each
+ * entry ret_sensors[i] is the sensor (new or existing) or NULL with ret_errors[i] (static text)
+ * and ret_codes[i] (-EINVAL invalid id or options, -E2BIG too many sensors).  Returns -EOPNOTSUPP
+ * (no group key), -errno if the records could not be written (nothing added), else 0. */
+int downstream_add_many(Downstream *d, size_t n, const char *const *input_ids, const char *const *options_json,
+                        Sensor **ret_sensors, const char **ret_errors, int *ret_codes);
+
 /* -ENOENT unknown. */
 int downstream_remove(Downstream *d, const char *id);
 Sensor *downstream_find(Downstream *d, const char *id);

@@ -10,6 +10,7 @@
 
 #include "agent/dps-client.h"
 #include "agent/dps-http.h"
+#include "agent/tls-client.h"
 #include "edgeprov/dps.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
@@ -96,10 +97,10 @@ static void on_http_result(DpsHttp *h, const DpsResult *result, void *userdata) 
                 c->cb(c, result, c->userdata);
 }
 
-static void on_http_accepted(DpsHttp *h, const char *operation_id, void *userdata) {
+static void on_http_accepted(DpsHttp *h, const char *operation_id, int retry_after, void *userdata) {
         DpsClient *c = userdata;
         if (c->accepted_cb)
-                c->accepted_cb(c, operation_id, c->userdata);
+                c->accepted_cb(c, operation_id, retry_after, c->userdata);
 }
 
 static int mosq_to_errno(int rc) {
@@ -389,7 +390,7 @@ static void handle_response(DpsClient *c, const DpsResponseTopic *t, const void 
                         log_info("Registration of '%s' accepted, operation %s.", c->registration_id,
                                  c->operation_id);
                         if (c->accepted_cb)
-                                c->accepted_cb(c, c->operation_id, c->userdata);
+                                c->accepted_cb(c, c->operation_id, t->retry_after, c->userdata);
                 }
                 if (c->polls >= DPS_MAX_POLLS) {
                         client_finish(c, DPS_OUTCOME_TRANSIENT, t->status, "Registration still '%s' after %u polls",
@@ -660,7 +661,7 @@ int dps_client_start(DpsClient *c) {
         if (c->ssl_ctx && (mosquitto_void_option(c->mosq, MOSQ_OPT_SSL_CTX, c->ssl_ctx) != MOSQ_ERR_SUCCESS ||
                            mosquitto_int_option(c->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS))
                 return -EINVAL;
-        rc = mosquitto_tls_set(c->mosq, c->ca_file, c->ca_file ? NULL : "/etc/ssl/certs", NULL, NULL, NULL);
+        rc = mosquitto_tls_set(c->mosq, c->ca_file, c->ca_file ? NULL : TLS_CLIENT_SYSTEM_CA_DIR, NULL, NULL, NULL);
         if (rc != MOSQ_ERR_SUCCESS) {
                 log_error("Cannot use CA '%s' for TLS: %s", strna(c->ca_file), mosquitto_strerror(rc));
                 return mosq_to_errno(rc);
@@ -695,9 +696,13 @@ int dps_client_start(DpsClient *c) {
 DpsClient *dps_client_free(DpsClient *c) {
         if (!c)
                 return NULL;
+        /* freed mid-transaction (a sensor parked or removed): mosquitto_disconnect() below may call
+         * our callbacks, which must not schedule the result handler again */
+        c->phase = PHASE_DONE;
         c->defer = sd_event_source_disable_unref(c->defer);
         c->http = dps_http_free(c->http);
         client_disconnect(c);
+        c->defer = sd_event_source_disable_unref(c->defer);
         free(c->host);
         free(c->ca_file);
         free(c->id_scope);

@@ -74,8 +74,9 @@ int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, 
 /* Called (with the same userdata) as soon as the service accepts a registration (202 with a
  * new operationId), before the first poll, so that the caller can persist it and resume polling
  * after a crash instead of registering again.  Runs inside libmosquitto's message callback:
- * it must not free the client.  The same operation resumed is not reported again. */
-typedef void (*DpsClientAcceptedCallback)(DpsClient *c, const char *operation_id, void *userdata);
+ * it must not free the client.  The same operation resumed is not reported again.  retry_after:
+ * the service's retry-after in seconds (the first poll is due then), -1 if none. */
+typedef void (*DpsClientAcceptedCallback)(DpsClient *c, const char *operation_id, int retry_after, void *userdata);
 void dps_client_set_accepted_callback(DpsClient *c, DpsClientAcceptedCallback cb);
 int dps_client_start(DpsClient *c);
 DpsClient *dps_client_free(DpsClient *c);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "agent/curl-dl.h"
 #include "agent/dps-http.h"
 #include "edgeprov/dps-rest.h"
 #include "edgeprov/dps.h"
@@ -82,19 +83,20 @@ static void http_teardown(DpsHttp *h) {
         h->curl_timer = sd_event_source_disable_unref(h->curl_timer);
         h->poll_timer = sd_event_source_disable_unref(h->poll_timer);
         if (h->multi && h->easy && h->easy_added)
-                (void) curl_multi_remove_handle(h->multi, h->easy);
+                (void) sym_curl_multi_remove_handle(h->multi, h->easy);
         h->easy_added = false;
         for (size_t i = 0; i < DPS_HTTP_MAX_SOCKETS; i++)
                 h->sockets[i].source = sd_event_source_disable_unref(h->sockets[i].source);
         if (h->easy) {
-                curl_easy_cleanup(h->easy);
+                sym_curl_easy_cleanup(h->easy);
                 h->easy = NULL;
         }
         if (h->multi) {
-                curl_multi_cleanup(h->multi);
+                sym_curl_multi_cleanup(h->multi);
                 h->multi = NULL;
         }
-        curl_slist_free_all(h->headers);
+        if (h->headers)
+                sym_curl_slist_free_all(h->headers);
         h->headers = NULL;
 }
 
@@ -153,7 +155,7 @@ static int on_socket_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 action |= CURL_CSELECT_OUT;
         if (revents & (EPOLLERR | EPOLLHUP))
                 action |= CURL_CSELECT_ERR;
-        (void) curl_multi_socket_action(h->multi, fd, action, &running);
+        (void) sym_curl_multi_socket_action(h->multi, fd, action, &running);
         check_done(h);
         return 0;
 }
@@ -195,7 +197,7 @@ static int on_curl_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         DpsHttp *h = userdata;
         int running = 0;
 
-        (void) curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        (void) sym_curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         check_done(h);
         return 0;
 }
@@ -270,7 +272,7 @@ static int send_request(DpsHttp *h, DpsRestOp op) {
                 return -ENOMEM;
 
         if (h->easy_added) {
-                (void) curl_multi_remove_handle(h->multi, h->easy);
+                (void) sym_curl_multi_remove_handle(h->multi, h->easy);
                 h->easy_added = false;
         }
         h->body = mfree_or_null(h->body);
@@ -279,7 +281,7 @@ static int send_request(DpsHttp *h, DpsRestOp op) {
         h->header_bytes = 0;
         h->retry_after = -1;
 
-        if (curl_easy_setopt(h->easy, CURLOPT_URL, url) != CURLE_OK)
+        if (sym_curl_easy_setopt(h->easy, CURLOPT_URL, url) != CURLE_OK)
                 return -EINVAL;
         if (op == DPS_REST_REGISTER) {
                 free(h->request_body);
@@ -288,22 +290,22 @@ static int send_request(DpsHttp *h, DpsRestOp op) {
                                                 &h->request_body);
                 if (r < 0)
                         return r;
-                (void) curl_easy_setopt(h->easy, CURLOPT_HTTPGET, 0L);
-                (void) curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST, "PUT");
-                (void) curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->request_body);
-                (void) curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(h->request_body));
+                (void) sym_curl_easy_setopt(h->easy, CURLOPT_HTTPGET, 0L);
+                (void) sym_curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST, "PUT");
+                (void) sym_curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->request_body);
+                (void) sym_curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(h->request_body));
                 h->phase = PHASE_REGISTERING;
                 h->retry_phase = PHASE_REGISTERING;
                 log_debug("PUT %s", path);
         } else {
-                (void) curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST, NULL);
-                (void) curl_easy_setopt(h->easy, CURLOPT_HTTPGET, 1L);
+                (void) sym_curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST, NULL);
+                (void) sym_curl_easy_setopt(h->easy, CURLOPT_HTTPGET, 1L);
                 h->phase = PHASE_POLLING;
                 h->retry_phase = PHASE_POLLING;
                 h->polls++;
                 log_debug("GET %s", path);
         }
-        if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK)
+        if (sym_curl_multi_add_handle(h->multi, h->easy) != CURLM_OK)
                 return -EIO;
         h->easy_added = true;
         return 0;
@@ -445,7 +447,7 @@ static void handle_response(DpsHttp *h, unsigned status) {
                         log_info("Registration of '%s' accepted over HTTPS, operation %s.", h->registration_id,
                                  h->operation_id);
                         if (h->accepted_cb)
-                                h->accepted_cb(h, h->operation_id, h->userdata);
+                                h->accepted_cb(h, h->operation_id, h->retry_after, h->userdata);
                 }
                 if (h->polls >= DPS_HTTP_MAX_POLLS) {
                         http_finish(h, DPS_OUTCOME_TRANSIENT, status, "Registration still '%s' after %u polls",
@@ -493,11 +495,11 @@ static void transfer_done(DpsHttp *h, CURLcode code) {
                            code == CURLE_SSL_CACERT_BADFILE || code == CURLE_SSL_CERTPROBLEM;
                 http_finish(h, DPS_OUTCOME_TRANSIENT, 0, "%s %s:%d failed: %s%s",
                             h->phase == PHASE_REGISTERING ? "Registration at" : "Polling", h->host, h->port,
-                            curl_easy_strerror(code),
+                            sym_curl_easy_strerror(code),
                             tls ? " (is the CA right and the name in the certificate?)" : "");
                 return;
         }
-        (void) curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+        (void) sym_curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status < 100 || status > 599) {
                 http_finish(h, DPS_OUTCOME_TRANSIENT, 0, "Invalid HTTP status %ld from %s:%d", status, h->host, h->port);
                 return;
@@ -510,10 +512,10 @@ static void check_done(DpsHttp *h) {
         CURLMsg *msg;
         int left;
 
-        while (h->multi && (msg = curl_multi_info_read(h->multi, &left)))
+        while (h->multi && (msg = sym_curl_multi_info_read(h->multi, &left)))
                 if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->easy) {
                         CURLcode code = msg->data.result;
-                        (void) curl_multi_remove_handle(h->multi, h->easy);
+                        (void) sym_curl_multi_remove_handle(h->multi, h->easy);
                         h->easy_added = false;
                         transfer_done(h, code);
                         return; /* the next request (if any) re-added the handle: start over */
@@ -523,16 +525,10 @@ static void check_done(DpsHttp *h) {
 /* ---- public ---- */
 
 int dps_http_new(sd_event *e, const DpsClientParams *p, DpsHttpCallback cb, void *userdata, DpsHttp **ret) {
-        static bool curl_initialized = false;
         DpsHttp *h;
 
         if (!e || !p || !p->host || !p->id_scope || !p->registration_id || !ret)
                 return -EINVAL;
-        if (!curl_initialized) {
-                if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-                        return -EIO;
-                curl_initialized = true;
-        }
         h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
@@ -582,7 +578,7 @@ static int add_header(DpsHttp *h, const char *name, const char *value) {
 
         if (asprintf(&line, "%s: %s", name, value) < 0)
                 return -ENOMEM;
-        l = curl_slist_append(h->headers, line);
+        l = sym_curl_slist_append(h->headers, line);
         if (!l)
                 return -ENOMEM;
         h->headers = l;
@@ -613,19 +609,28 @@ static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *userdata) {
 }
 
 int dps_http_start(DpsHttp *h) {
+        _cleanup_free_ char *dl_error = NULL;
         long timeout_ms;
         int r;
 
         if (h->phase != PHASE_IDLE)
                 return -EBUSY;
-        h->multi = curl_multi_init();
-        h->easy = curl_easy_init();
+        /* libcurl is loaded here, at the first HTTPS transaction (curl-dl.h); without it the
+         * transaction fails as a transient error naming the package, and is retried */
+        r = curl_dl_open(&dl_error);
+        if (r < 0) {
+                log_error("%s", dl_error ?: "The HTTPS transport needs libcurl, which cannot be loaded.");
+                http_finish(h, DPS_OUTCOME_TRANSIENT, 0, "%s", dl_error ?: "libcurl cannot be loaded");
+                return 0;
+        }
+        h->multi = sym_curl_multi_init();
+        h->easy = sym_curl_easy_init();
         if (!h->multi || !h->easy)
                 return -ENOMEM;
-        if (curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb) != CURLM_OK ||
-            curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h) != CURLM_OK ||
-            curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb) != CURLM_OK ||
-            curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h) != CURLM_OK)
+        if (sym_curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb) != CURLM_OK ||
+            sym_curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h) != CURLM_OK ||
+            sym_curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb) != CURLM_OK ||
+            sym_curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h) != CURLM_OK)
                 return -EIO;
 
         /* headers as the Azure SDKs send them (dps-protocol.md §3.1) */
@@ -636,7 +641,7 @@ int dps_http_start(DpsHttp *h) {
                 r = add_header(h, "Authorization", h->password);
         if (r >= 0) {
                 /* no 100-continue round trip ("Expect:" with an empty value removes the header) */
-                struct curl_slist *l = curl_slist_append(h->headers, "Expect:");
+                struct curl_slist *l = sym_curl_slist_append(h->headers, "Expect:");
                 if (!l)
                         r = -ENOMEM;
                 else
@@ -646,30 +651,30 @@ int dps_http_start(DpsHttp *h) {
                 return r;
 
         timeout_ms = (long) (h->request_timeout_usec / 1000);
-        if (curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_USERAGENT, DPS_HTTP_USER_AGENT) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_REDIR_PROTOCOLS_STR, "https") != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_MAXFILESIZE, (long) DPS_BODY_MAX) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
-            curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h) != CURLE_OK)
+        if (sym_curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_USERAGENT, DPS_HTTP_USER_AGENT) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_REDIR_PROTOCOLS_STR, "https") != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_MAXFILESIZE, (long) DPS_BODY_MAX) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+            sym_curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, h) != CURLE_OK)
                 return -EIO;
-        if (h->ca_file && curl_easy_setopt(h->easy, CURLOPT_CAINFO, h->ca_file) != CURLE_OK)
+        if (h->ca_file && sym_curl_easy_setopt(h->easy, CURLOPT_CAINFO, h->ca_file) != CURLE_OK)
                 return -EIO;
-        if (h->client_ctx && (curl_easy_setopt(h->easy, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK ||
-                              curl_easy_setopt(h->easy, CURLOPT_SSL_CTX_DATA, h) != CURLE_OK))
+        if (h->client_ctx && (sym_curl_easy_setopt(h->easy, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK ||
+                              sym_curl_easy_setopt(h->easy, CURLOPT_SSL_CTX_DATA, h) != CURLE_OK))
                 return -EIO;
-        if (h->cert_file && (curl_easy_setopt(h->easy, CURLOPT_SSLCERT, h->cert_file) != CURLE_OK ||
-                             curl_easy_setopt(h->easy, CURLOPT_SSLKEY, h->key_file ?: h->cert_file) != CURLE_OK))
+        if (h->cert_file && (sym_curl_easy_setopt(h->easy, CURLOPT_SSLCERT, h->cert_file) != CURLE_OK ||
+                             sym_curl_easy_setopt(h->easy, CURLOPT_SSLKEY, h->key_file ?: h->cert_file) != CURLE_OK))
                 return -EIO;
 
         if (h->operation_id) {

@@ -20,7 +20,7 @@ typedef void (*DpsHttpCallback)(DpsHttp *h, const DpsResult *result, void *userd
 
 int dps_http_new(sd_event *e, const DpsClientParams *p, DpsHttpCallback cb, void *userdata, DpsHttp **ret);
 /* As dps_client_set_accepted_callback(): the service accepted the registration (new operationId). */
-typedef void (*DpsHttpAcceptedCallback)(DpsHttp *h, const char *operation_id, void *userdata);
+typedef void (*DpsHttpAcceptedCallback)(DpsHttp *h, const char *operation_id, int retry_after, void *userdata);
 void dps_http_set_accepted_callback(DpsHttp *h, DpsHttpAcceptedCallback cb);
 /* X.509: the TLS client certificate (PEM, may hold the chain) and its key (NULL: in cert_file). */
 void dps_http_set_client_certificate(DpsHttp *h, const char *cert_file, const char *key_file);

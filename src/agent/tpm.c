@@ -7,13 +7,9 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
-#include <tss2/tss2_esys.h>
-#include <tss2/tss2_mu.h>
-#include <tss2/tss2_rc.h>
-#include <tss2/tss2_sys.h>
-#include <tss2/tss2_tctildr.h>
 
 #include "agent/tpm.h"
+#include "agent/tss2-dl.h"
 #include "edgeprov/codec.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
@@ -70,7 +66,7 @@ static int rc_to_errno(TSS2_RC rc) {
                 char _f_rc[32];                                                                            \
                 snprintf(_f_rc, sizeof(_f_rc), "TPM_RC=0x%x", (unsigned) (rc));                            \
                 log_struct_errno(LOG_ERR, -rc_to_errno(rc), STRV(EDGEPROV_MESSAGE_ID(TPM_ERROR), _f_rc),   \
-                                 "TPM: %s failed: %s (0x%x)", (what), Tss2_RC_Decode(rc), (unsigned) (rc)); \
+                                 "TPM: %s failed: %s (0x%x)", (what), sym_Tss2_RC_Decode(rc), (unsigned) (rc)); \
         })
 
 static int tpm_fail(TSS2_RC rc, const char *what) {
@@ -85,7 +81,7 @@ static int flush_leftovers(Tpm *t) {
         TSS2_SYS_CONTEXT *sys = NULL;
         TSS2_RC rc;
 
-        rc = Esys_GetSysContext(t->esys, &sys);
+        rc = sym_Esys_GetSysContext(t->esys, &sys);
         if (rc != TSS2_RC_SUCCESS)
                 return tpm_fail(rc, "GetSysContext");
 
@@ -93,7 +89,7 @@ static int flush_leftovers(Tpm *t) {
                 TPMS_CAPABILITY_DATA *cap = NULL;
                 TPMI_YES_NO more = 0;
 
-                rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, firsts[i],
+                rc = sym_Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, firsts[i],
                                         TPM2_MAX_CAP_HANDLES, &more, &cap);
                 if (rc != TSS2_RC_SUCCESS)
                         return tpm_fail(rc, "GetCapability(handles)");
@@ -101,13 +97,13 @@ static int flush_leftovers(Tpm *t) {
                         TPM2_HANDLE h = cap->data.handles.handle[j];
                         if ((h >> 24) != (firsts[i] >> 24))
                                 continue;
-                        rc = Tss2_Sys_FlushContext(sys, h);
+                        rc = sym_Tss2_Sys_FlushContext(sys, h);
                         if (rc != TSS2_RC_SUCCESS)
-                                log_warning("TPM: could not flush leftover handle 0x%08x: %s", h, Tss2_RC_Decode(rc));
+                                log_warning("TPM: could not flush leftover handle 0x%08x: %s", h, sym_Tss2_RC_Decode(rc));
                         else
                                 log_notice("TPM: flushed leftover handle 0x%08x from an earlier run", h);
                 }
-                Esys_Free(cap);
+                sym_Esys_Free(cap);
         }
         return 0;
 }
@@ -122,7 +118,7 @@ static int set_auth(Tpm *t, ESYS_TR h, const char *pw) {
         a.size = (UINT16) l;
         if (l > 0)
                 memcpy(a.buffer, pw, l);
-        rc = Esys_TR_SetAuth(t->esys, h, &a);
+        rc = sym_Esys_TR_SetAuth(t->esys, h, &a);
         explicit_bzero(&a, sizeof(a));
         if (rc != TSS2_RC_SUCCESS)
                 return tpm_fail(rc, "TR_SetAuth");
@@ -130,9 +126,17 @@ static int set_auth(Tpm *t, ESYS_TR h, const char *pw) {
 }
 
 int tpm_open(const char *tcti, const char *endorsement_auth, const char *owner_auth, Tpm **ret) {
+        _cleanup_free_ char *dl_error = NULL;
         Tpm *t;
         TSS2_RC rc;
         int r;
+
+        /* the TSS2 libraries are loaded at the first use of a TPM (tss2-dl.h) */
+        r = tss2_dl_open(&dl_error);
+        if (r < 0) {
+                log_error("%s", dl_error ?: "TPM support needs the TSS2 libraries, which cannot be loaded.");
+                return r;
+        }
 
         /* ESYS prints its own ERROR lines for expected conditions (an absent persistent
          * handle); everything that matters is logged here, decoded.  TSS2_LOG overrides. */
@@ -142,20 +146,20 @@ int tpm_open(const char *tcti, const char *endorsement_auth, const char *owner_a
         if (!t)
                 return -ENOMEM;
 
-        rc = Tss2_TctiLdr_Initialize(tcti ?: TPM_TCTI_DEFAULT, &t->tcti);
+        rc = sym_Tss2_TctiLdr_Initialize(tcti ?: TPM_TCTI_DEFAULT, &t->tcti);
         if (rc != TSS2_RC_SUCCESS) {
-                log_error("TPM: cannot open TCTI \"%s\": %s (0x%x)", tcti ?: TPM_TCTI_DEFAULT, Tss2_RC_Decode(rc),
+                log_error("TPM: cannot open TCTI \"%s\": %s (0x%x)", tcti ?: TPM_TCTI_DEFAULT, sym_Tss2_RC_Decode(rc),
                           (unsigned) rc);
                 free(t);
                 return -ECONNREFUSED;
         }
-        rc = Esys_Initialize(&t->esys, t->tcti, NULL);
+        rc = sym_Esys_Initialize(&t->esys, t->tcti, NULL);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "Esys_Initialize");
                 goto fail;
         }
         /* ESYS swallows TPM_RC_INITIALIZE (already started) */
-        rc = Esys_Startup(t->esys, TPM2_SU_CLEAR);
+        rc = sym_Esys_Startup(t->esys, TPM2_SU_CLEAR);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "Startup");
                 goto fail;
@@ -181,37 +185,37 @@ Tpm *tpm_close(Tpm *t) {
         if (!t)
                 return NULL;
         if (t->esys)
-                Esys_Finalize(&t->esys);
+                sym_Esys_Finalize(&t->esys);
         if (t->tcti)
-                Tss2_TctiLdr_Finalize(&t->tcti);
+                sym_Tss2_TctiLdr_Finalize(&t->tcti);
         free(t);
         return NULL;
 }
 
-/* An ESYS_TR for a persistent handle; -ENOENT when absent. The caller Esys_TR_Close()s it. */
+/* An ESYS_TR for a persistent handle; -ENOENT when absent. The caller sym_Esys_TR_Close()s it. */
 static int persistent_tr(Tpm *t, uint32_t handle, ESYS_TR *ret) {
         TSS2_RC rc;
 
-        rc = Esys_TR_FromTPMPublic(t->esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ret);
+        rc = sym_Esys_TR_FromTPMPublic(t->esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ret);
         if (rc == TSS2_RC_SUCCESS)
                 return 0;
         if (rc_is_handle_missing(rc))
                 return -ENOENT;
-        log_error("TPM: cannot look up handle 0x%08x: %s (0x%x)", handle, Tss2_RC_Decode(rc), (unsigned) rc);
+        log_error("TPM: cannot look up handle 0x%08x: %s (0x%x)", handle, sym_Tss2_RC_Decode(rc), (unsigned) rc);
         return rc_to_errno(rc);
 }
 
 static void tr_close(Tpm *t, ESYS_TR *tr) {
         if (*tr != ESYS_TR_NONE)
-                (void) Esys_TR_Close(t->esys, tr);
+                (void) sym_Esys_TR_Close(t->esys, tr);
         *tr = ESYS_TR_NONE;
 }
 
 static void tr_flush(Tpm *t, ESYS_TR *tr) {
         if (*tr != ESYS_TR_NONE) {
-                TSS2_RC rc = Esys_FlushContext(t->esys, *tr);
+                TSS2_RC rc = sym_Esys_FlushContext(t->esys, *tr);
                 if (rc != TSS2_RC_SUCCESS)
-                        log_warning("TPM: FlushContext failed: %s", Tss2_RC_Decode(rc));
+                        log_warning("TPM: FlushContext failed: %s", sym_Tss2_RC_Decode(rc));
         }
         *tr = ESYS_TR_NONE;
 }
@@ -235,7 +239,7 @@ static int marshal_public(const TPM2B_PUBLIC *pub, uint8_t **ret, size_t *ret_le
         buf = malloc(sizeof(TPM2B_PUBLIC));
         if (!buf)
                 return -ENOMEM;
-        rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(TPM2B_PUBLIC), &off);
+        rc = sym_Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(TPM2B_PUBLIC), &off);
         if (rc != TSS2_RC_SUCCESS) {
                 free(buf);
                 return tpm_fail(rc, "marshal TPM2B_PUBLIC");
@@ -272,12 +276,12 @@ static int read_public_close(Tpm *t, ESYS_TR *tr, uint8_t **ret_pub, size_t *ret
         TSS2_RC rc;
         int r;
 
-        rc = Esys_ReadPublic(t->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
+        rc = sym_Esys_ReadPublic(t->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
         tr_close(t, tr);
         if (rc != TSS2_RC_SUCCESS)
                 return tpm_fail(rc, "ReadPublic");
         r = marshal_public(pub, ret_pub, ret_len);
-        Esys_Free(pub);
+        sym_Esys_Free(pub);
         return r;
 }
 
@@ -295,11 +299,11 @@ static int get_or_create(Tpm *t, uint32_t handle, ESYS_TR hierarchy, const TPM2B
                 TPML_PCR_SELECTION pcrs = {};
 
                 log_notice("TPM: no %s at 0x%08x, creating it from the TCG template", what, handle);
-                rc = Esys_CreatePrimary(t->esys, hierarchy, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
+                rc = sym_Esys_CreatePrimary(t->esys, hierarchy, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
                                         template, &outside, &pcrs, &transient, NULL, NULL, NULL, NULL);
                 if (rc != TSS2_RC_SUCCESS)
                         return tpm_fail(rc, "CreatePrimary");
-                rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, transient, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                rc = sym_Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, transient, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                                        ESYS_TR_NONE, handle, &persisted);
                 tr_flush(t, &transient);
                 if (rc != TSS2_RC_SUCCESS)
@@ -349,13 +353,13 @@ static int nv_read(Tpm *t, ESYS_TR nv, const char *what, size_t max, uint8_t **r
         size_t size;
         TSS2_RC rc;
 
-        rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
+        rc = sym_Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
         if (rc != TSS2_RC_SUCCESS) {
                 snprintf(label, sizeof label, "NV_ReadPublic%s", what);
                 return tpm_fail(rc, label);
         }
         size = nvpub->nvPublic.dataSize;
-        Esys_Free(nvpub);
+        sym_Esys_Free(nvpub);
         if (size == 0 || size > max)
                 return -EFBIG;
         buf = malloc(size);
@@ -364,7 +368,7 @@ static int nv_read(Tpm *t, ESYS_TR nv, const char *what, size_t max, uint8_t **r
         for (size_t off = 0; off < size;) {
                 TPM2B_MAX_NV_BUFFER *chunk = NULL;
                 UINT16 n_ = (UINT16) MIN(size - off, (size_t) 512);
-                rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n_, (UINT16) off, &chunk);
+                rc = sym_Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n_, (UINT16) off, &chunk);
                 if (rc != TSS2_RC_SUCCESS) {
                         snprintf(label, sizeof label, "NV_Read%s", what);
                         return tpm_fail(rc, label);
@@ -372,7 +376,7 @@ static int nv_read(Tpm *t, ESYS_TR nv, const char *what, size_t max, uint8_t **r
                 bool short_read = chunk->size != n_;
                 if (!short_read)
                         memcpy(buf + off, chunk->buffer, n_);
-                Esys_Free(chunk);
+                sym_Esys_Free(chunk);
                 if (short_read)
                         return -EBADMSG;
                 off += n_;
@@ -475,7 +479,7 @@ int tpm_evict(Tpm *t, uint32_t slot) {
                 return 0;
         if (r < 0)
                 return r;
-        rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, slot, &out);
+        rc = sym_Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, slot, &out);
         /* ESYS keeps the stale ESYS_TR (with the old Name) cached: drop it, or the next
          * TR_FromTPMPublic of this handle fails with a name mismatch */
         tr_close(t, &tr);
@@ -505,11 +509,11 @@ int tpm_activate_blob(Tpm *t, const void *blob, size_t len, uint32_t slot) {
                 return log_error_errno(-r, "authenticationKey blob is malformed (%s)",
                                        r == -E2BIG ? "a field is too large" : "truncated or trailing bytes");
         size_t o;
-        if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(f.credential_blob.data, f.credential_blob.len, (o = 0, &o), &cred) ||
-            Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(f.secret.data, f.secret.len, (o = 0, &o), &secret) ||
-            Tss2_MU_TPM2B_PRIVATE_Unmarshal(f.duplicate.data, f.duplicate.len, (o = 0, &o), &dup) ||
-            Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(f.sym_seed.data, f.sym_seed.len, (o = 0, &o), &sym_seed) ||
-            Tss2_MU_TPM2B_PUBLIC_Unmarshal(f.object_public.data, f.object_public.len, (o = 0, &o), &pub) ||
+        if (sym_Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(f.credential_blob.data, f.credential_blob.len, (o = 0, &o), &cred) ||
+            sym_Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(f.secret.data, f.secret.len, (o = 0, &o), &secret) ||
+            sym_Tss2_MU_TPM2B_PRIVATE_Unmarshal(f.duplicate.data, f.duplicate.len, (o = 0, &o), &dup) ||
+            sym_Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(f.sym_seed.data, f.sym_seed.len, (o = 0, &o), &sym_seed) ||
+            sym_Tss2_MU_TPM2B_PUBLIC_Unmarshal(f.object_public.data, f.object_public.len, (o = 0, &o), &pub) ||
             o != f.object_public.len)
                 return log_error_errno(EBADMSG, "authenticationKey blob fields do not unmarshal as TPM structures");
 
@@ -522,21 +526,21 @@ int tpm_activate_blob(Tpm *t, const void *blob, size_t len, uint32_t slot) {
 
         /* the EK's policy: PolicySecret(TPM_RH_ENDORSEMENT) */
         TPMT_SYM_DEF sym_null = { .algorithm = TPM2_ALG_NULL };
-        rc = Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+        rc = sym_Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                    NULL, TPM2_SE_POLICY, &sym_null, TPM2_ALG_SHA256, &session);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "StartAuthSession(policy)");
                 goto finish;
         }
         /* keep it alive after use so that it is flushed here on every path */
-        (void) Esys_TRSess_SetAttributes(t->esys, session, TPMA_SESSION_CONTINUESESSION, 0xff);
-        rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+        (void) sym_Esys_TRSess_SetAttributes(t->esys, session, TPMA_SESSION_CONTINUESESSION, 0xff);
+        rc = sym_Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
                                NULL, NULL, NULL, 0, NULL, NULL);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "PolicySecret(endorsement)");
                 goto finish;
         }
-        rc = Esys_ActivateCredential(t->esys, srk, ek, ESYS_TR_PASSWORD, session, ESYS_TR_NONE, &cred, &secret,
+        rc = sym_Esys_ActivateCredential(t->esys, srk, ek, ESYS_TR_PASSWORD, session, ESYS_TR_NONE, &cred, &secret,
                                      &cert_info);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "ActivateCredential");
@@ -552,14 +556,14 @@ int tpm_activate_blob(Tpm *t, const void *blob, size_t len, uint32_t slot) {
         TPM2B_DATA inner = { .size = cert_info->size };
         memcpy(inner.buffer, cert_info->buffer, cert_info->size);
         TPMT_SYM_DEF_OBJECT sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
-        rc = Esys_Import(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &inner, &pub, &dup, &sym_seed, &sym,
+        rc = sym_Esys_Import(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &inner, &pub, &dup, &sym_seed, &sym,
                          &priv);
         explicit_bzero(&inner, sizeof(inner));
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "Import");
                 goto finish;
         }
-        rc = Esys_Load(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &obj);
+        rc = sym_Esys_Load(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &obj);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "Load");
                 goto finish;
@@ -567,7 +571,7 @@ int tpm_activate_blob(Tpm *t, const void *blob, size_t len, uint32_t slot) {
         r = tpm_evict(t, slot);
         if (r < 0)
                 goto finish;
-        rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, slot,
+        rc = sym_Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, slot,
                                &persisted);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "EvictControl(persist key)");
@@ -582,9 +586,9 @@ finish:
         tr_close(t, &srk);
         if (cert_info) {
                 explicit_bzero(cert_info, sizeof(*cert_info));
-                Esys_Free(cert_info);
+                sym_Esys_Free(cert_info);
         }
-        Esys_Free(priv);
+        sym_Esys_Free(priv);
         return r;
 }
 
@@ -604,17 +608,17 @@ int tpm_hmac(Tpm *t, uint32_t slot, const void *data, size_t len, uint8_t ret[32
                 return r;
         buf.size = (UINT16) len;
         memcpy(buf.buffer, data, len);
-        rc = Esys_HMAC(t->esys, key, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &buf, TPM2_ALG_SHA256, &out);
+        rc = sym_Esys_HMAC(t->esys, key, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &buf, TPM2_ALG_SHA256, &out);
         tr_close(t, &key);
         if (rc != TSS2_RC_SUCCESS)
                 return tpm_fail(rc, "HMAC");
         if (out->size != 32) {
-                Esys_Free(out);
+                sym_Esys_Free(out);
                 return -EIO;
         }
         memcpy(ret, out->buffer, 32);
         explicit_bzero(out, sizeof(*out));
-        Esys_Free(out);
+        sym_Esys_Free(out);
         return 0;
 }
 
@@ -658,14 +662,14 @@ int tpm_seal_hmac_key(Tpm *t, const void *key, size_t len, uint8_t **ret_blob, s
         /* The key travels to the TPM encrypted: an HMAC session salted with the SRK, used for
          * parameter encryption (AES-128-CFB) of the first command parameter, inSensitive. */
         TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
-        rc = Esys_StartAuthSession(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL,
+        rc = sym_Esys_StartAuthSession(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL,
                                    TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, &session);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "StartAuthSession(salted)");
                 goto finish;
         }
-        (void) Esys_TRSess_SetAttributes(t->esys, session, TPMA_SESSION_DECRYPT | TPMA_SESSION_CONTINUESESSION, 0xff);
-        rc = Esys_Create(t->esys, srk, ESYS_TR_PASSWORD, session, ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs,
+        (void) sym_Esys_TRSess_SetAttributes(t->esys, session, TPMA_SESSION_DECRYPT | TPMA_SESSION_CONTINUESESSION, 0xff);
+        rc = sym_Esys_Create(t->esys, srk, ESYS_TR_PASSWORD, session, ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs,
                          &out_priv, &out_pub, NULL, NULL, NULL);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "Create(HMAC key)");
@@ -676,9 +680,9 @@ int tpm_seal_hmac_key(Tpm *t, const void *key, size_t len, uint8_t **ret_blob, s
                 r = -ENOMEM;
                 goto finish;
         }
-        rc = Tss2_MU_TPM2B_PUBLIC_Marshal(out_pub, blob, sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE), &off);
+        rc = sym_Tss2_MU_TPM2B_PUBLIC_Marshal(out_pub, blob, sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE), &off);
         if (rc == TSS2_RC_SUCCESS)
-                rc = Tss2_MU_TPM2B_PRIVATE_Marshal(out_priv, blob, sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE), &off);
+                rc = sym_Tss2_MU_TPM2B_PRIVATE_Marshal(out_priv, blob, sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE), &off);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "marshal the key blob");
                 goto finish;
@@ -690,8 +694,8 @@ finish:
         explicit_bzero(&sens, sizeof(sens));
         tr_flush(t, &session);
         tr_close(t, &srk);
-        Esys_Free(out_pub);
-        Esys_Free(out_priv);
+        sym_Esys_Free(out_pub);
+        sym_Esys_Free(out_priv);
         free(blob);
         return r;
 }
@@ -705,8 +709,8 @@ int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *co
         TSS2_RC rc;
         int r;
 
-        if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(blob, blob_len, &off, &pub) != TSS2_RC_SUCCESS ||
-            Tss2_MU_TPM2B_PRIVATE_Unmarshal(blob, blob_len, &off, &priv) != TSS2_RC_SUCCESS || off != blob_len)
+        if (sym_Tss2_MU_TPM2B_PUBLIC_Unmarshal(blob, blob_len, &off, &pub) != TSS2_RC_SUCCESS ||
+            sym_Tss2_MU_TPM2B_PRIVATE_Unmarshal(blob, blob_len, &off, &priv) != TSS2_RC_SUCCESS || off != blob_len)
                 return log_error_errno(EBADMSG, "TPM: the group key blob does not unmarshal");
         if (pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
             pub.publicArea.parameters.keyedHashDetail.scheme.scheme != TPM2_ALG_HMAC ||
@@ -721,7 +725,7 @@ int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *co
                 r = log_error_errno(ENOENT, "TPM: no SRK at 0x%08x", TPM_SRK_HANDLE);
         if (r < 0)
                 return r;
-        rc = Esys_Load(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub, &obj);
+        rc = sym_Esys_Load(t->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub, &obj);
         if (rc != TSS2_RC_SUCCESS) {
                 r = tpm_fail(rc, "Load(group key)");
                 goto finish;
@@ -731,19 +735,19 @@ int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *co
                 TPM2B_DIGEST *out = NULL;
 
                 memcpy(buf.buffer, data[i], buf.size);
-                rc = Esys_HMAC(t->esys, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &buf, TPM2_ALG_SHA256, &out);
+                rc = sym_Esys_HMAC(t->esys, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &buf, TPM2_ALG_SHA256, &out);
                 if (rc != TSS2_RC_SUCCESS) {
                         r = tpm_fail(rc, "HMAC(group key)");
                         goto finish;
                 }
                 if (out->size != 32) {
-                        Esys_Free(out);
+                        sym_Esys_Free(out);
                         r = -EIO;
                         goto finish;
                 }
                 memcpy(ret[i], out->buffer, 32);
                 explicit_bzero(out, sizeof(*out));
-                Esys_Free(out);
+                sym_Esys_Free(out);
         }
         r = 0;
 finish:

@@ -480,40 +480,120 @@ static void progress(const char *what, size_t done, size_t total) {
         fflush(stderr);
 }
 
+/* --wait: the devices' State from one GetManagedObjects, then from their PropertiesChanged
+ * signals (polling GetManagedObjects every 200 ms cost the daemon ≈ 8 ms of CPU per call with
+ * 1,000 devices, plus the bus and us, while it was busy registering).  A full re-read every 5 s
+ * covers a missed signal or a restarted daemon.  A device counts once it is assigned or failed
+ * (a signal older than the re-read that reports it still in progress does not undo that). */
+typedef struct WaitState {
+        const char **sorted;    /* the wanted paths, sorted, unique */
+        signed char *final;     /* per path: 0 in progress, 1 assigned, 2 failed */
+        size_t n, done, failed;
+} WaitState;
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+static void wait_set(WaitState *w, const char *path, const char *state) {
+        const char **p = bsearch(&path, w->sorted, w->n, sizeof(char *), cmp_str);
+        int f = streq(state, "assigned") ? 1 : streq(state, "failed") ? 2 : 0;
+        if (!p || f == 0)
+                return;
+        size_t i = (size_t) (p - w->sorted);
+        if (w->final[i] == f)
+                return;
+        if (w->final[i] == 0)
+                w->done++;
+        w->failed += (f == 2) - (w->final[i] == 2);
+        w->final[i] = (signed char) f;
+}
+
+static int on_device_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        WaitState *w = userdata;
+        const char *iface, *key, *value, *path = sd_bus_message_get_path(m);
+        int r = sd_bus_message_read(m, "s", &iface);
+        if (r < 0 || !path || !streq(iface, BUS_IFACE_DEVICE))
+                return 0;
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(m, "s", &key);
+                if (r >= 0 && streq(key, "State")) {
+                        r = sd_bus_message_read(m, "v", "s", &value);
+                        if (r >= 0)
+                                wait_set(w, path, value);
+                } else if (r >= 0)
+                        r = sd_bus_message_skip(m, "v");
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+        }
+        return 0;
+}
+
+static uint64_t now_monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000U + (uint64_t) ts.tv_nsec / 1000U;
+}
+
 /* Waits until every path in paths (NULL entries skipped) is assigned or failed. */
 static int wait_for_devices(sd_bus *bus, char **paths, size_t n) {
-        size_t wanted = 0;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        _cleanup_free_ const char **sorted = calloc(n + 1, sizeof(char *));
+        _cleanup_free_ signed char *final = calloc(n + 1, 1);
+        WaitState w = { .sorted = sorted, .final = final };
+        uint64_t interval, next_sync = 0;
+        size_t shown = SIZE_MAX;
+        int r;
+
+        if (!sorted || !final)
+                return log_oom(), EXIT_FAILURE;
         for (size_t i = 0; i < n; i++)
-                wanted += !!paths[i];
+                if (paths[i])
+                        sorted[w.n++] = paths[i];
+        qsort(sorted, w.n, sizeof(char *), cmp_str);
+        size_t u = 0;
+        for (size_t i = 0; i < w.n; i++)
+                if (u == 0 || !streq(sorted[u - 1], sorted[i]))
+                        sorted[u++] = sorted[i];
+        w.n = u;
+        /* the match before the first read, so that no change falls between them */
+        r = sd_bus_add_match(bus, &slot,
+                             "type='signal',sender='" BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
+                             "member='PropertiesChanged',path_namespace='" BUS_DEVICES_PATH "'",
+                             on_device_changed, &w);
+        interval = r >= 0 ? 5000000U : 200000U;
         for (;;) {
-                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                struct json_object *arr = NULL;
-                size_t done = 0, failed = 0;
-                int r = list_devices(bus, &arr, &e);
-                if (r < 0)
-                        return fail_bus("Cannot list the devices", &e, r);
-                /* both lists are small enough for a sort-free match at bulk-file sizes: index by path */
-                size_t m = json_object_array_length(arr);
-                for (size_t i = 0; i < m; i++) {
-                        struct json_object *o = json_object_array_get_idx(arr, i);
-                        const char *st = jstr(o, "State");
-                        if (!streq(st, "assigned") && !streq(st, "failed"))
-                                continue;
-                        for (size_t j = 0; j < n; j++)
-                                if (paths[j] && streq(paths[j], jstr(o, "Path"))) {
-                                        done++;
-                                        failed += streq(st, "failed");
-                                        break;
-                                }
+                uint64_t now = now_monotonic_usec();
+                if (now >= next_sync) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        struct json_object *arr = NULL;
+                        r = list_devices(bus, &arr, &e);
+                        if (r < 0)
+                                return fail_bus("Cannot list the devices", &e, r);
+                        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                                struct json_object *o = json_object_array_get_idx(arr, i);
+                                wait_set(&w, jstr(o, "Path"), jstr(o, "State"));
+                        }
+                        json_object_put(arr);
+                        next_sync = now + interval;
                 }
-                json_object_put(arr);
-                progress("Provisioning", done, wanted);
-                if (done >= wanted) {
+                if (w.done != shown) {
+                        progress("Provisioning", w.done, w.n);
+                        shown = w.done;
+                }
+                if (w.done >= w.n) {
                         if (!arg_json)
-                                printf("%zu assigned, %zu failed.\n", done - failed, failed);
-                        return failed ? EXIT_FAILURE : 0;
+                                printf("%zu assigned, %zu failed.\n", w.done - w.failed, w.failed);
+                        return w.failed ? EXIT_FAILURE : 0;
                 }
-                usleep(200 * 1000);
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return log_error_errno(r, "Lost the bus: %m"), EXIT_NO_DAEMON;
+                if (r > 0)
+                        continue;
+                now = now_monotonic_usec();
+                (void) sd_bus_wait(bus, next_sync > now ? next_sync - now : 0);
         }
 }
 
@@ -561,6 +641,72 @@ static int on_register_reply(sd_bus_message *m, void *userdata, sd_bus_error *re
         else
                 b->bad++;
         progress("Registering", b->done, b->list->n);
+        return 0;
+}
+
+/* RegisterDevices in chunks (one durable commit per chunk in the daemon).  Returns 0 (ok/bad
+ * counted, paths filled), an exit code for a fatal error, or -EOPNOTSUPP when the daemon lacks
+ * the method (then nothing was sent: fall back to RegisterDevice). */
+#define BULK_CHUNK 250
+
+static int register_chunks(sd_bus *bus, SensorList *l, char **paths, size_t *ok, size_t *bad) {
+        for (size_t start = 0; start < l->n; start += BULK_CHUNK) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                size_t end = start + BULK_CHUNK < l->n ? start + BULK_CHUNK : l->n, i = start;
+                const char *path, *id, *name, *msg;
+                uint32_t idx;
+                int r;
+
+                r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, BUS_PATH, BUS_IFACE_GATEWAY, "RegisterDevices");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(m, 'a', "(sa{sv})");
+                for (size_t j = start; r >= 0 && j < end; j++) {
+                        SensorEntry *x = &l->entries[j];
+                        r = sd_bus_message_open_container(m, 'r', "sa{sv}");
+                        if (r >= 0)
+                                r = sd_bus_message_append(m, "s", x->id);
+                        if (r >= 0)
+                                r = sd_bus_message_open_container(m, 'a', "{sv}");
+                        for (size_t k = 0; r >= 0 && k < x->n_options; k++)
+                                r = sd_bus_message_append(m, "{sv}", x->keys[k], "s", x->values[k]);
+                        if (r >= 0)
+                                r = sd_bus_message_close_container(m);
+                        if (r >= 0)
+                                r = sd_bus_message_close_container(m);
+                }
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot build the request: %m"), EXIT_FAILURE;
+                r = sd_bus_call(bus, m, 0, &e, &reply);
+                if (r < 0 && start == 0 && sd_bus_error_has_name(&e, SD_BUS_ERROR_UNKNOWN_METHOD))
+                        return -EOPNOTSUPP;
+                if (r < 0)
+                        return fail_bus("RegisterDevices", &e, r);
+                r = sd_bus_message_enter_container(reply, 'a', "o");
+                while (r >= 0 && (r = sd_bus_message_read(reply, "o", &path)) > 0 && i < end) {
+                        if (!streq(path, "/")) {
+                                if (!(paths[i] = strdup(path)))
+                                        return log_oom(), EXIT_FAILURE;
+                                (*ok)++;
+                        }
+                        i++;
+                }
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                if (r >= 0)
+                        r = sd_bus_message_enter_container(reply, 'a', "(usss)");
+                while (r >= 0 && (r = sd_bus_message_read(reply, "(usss)", &idx, &id, &name, &msg)) > 0) {
+                        log_error("%s: %s", id, msg);
+                        (*bad)++;
+                }
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return log_error_errno(r, "Unexpected reply to RegisterDevices: %m"), EXIT_FAILURE;
+                progress("Registering", end, l->n);
+        }
         return 0;
 }
 
@@ -626,10 +772,15 @@ static int verb_register(int argc, char *argv[]) {
                 sensor_list_done(&l);
                 return log_oom(), EXIT_FAILURE;
         }
-        /* pipelined: up to BULK_WINDOW calls in flight */
-        Bulk bulk = { .list = &l, .paths = paths, .slots = calloc(l.n + 1, sizeof(BulkSlot)) };
+        /* RegisterDevices in chunks; a daemon without it: RegisterDevice pipelined, up to
+         * BULK_WINDOW calls in flight */
+        Bulk bulk = { .list = &l, .paths = paths };
         size_t next = 0;
-        if (!bulk.slots)
+        r = register_chunks(bus, &l, paths, &bulk.ok, &bulk.bad);
+        if (r >= 0) {
+                bulk.fatal = r;
+                next = l.n;
+        } else if (!(bulk.slots = calloc(l.n + 1, sizeof(BulkSlot))))
                 bulk.fatal = EXIT_FAILURE;
         while ((next < l.n && bulk.fatal == 0) || bulk.outstanding > 0) {
                 while (next < l.n && bulk.fatal == 0 && bulk.outstanding < BULK_WINDOW) {

@@ -949,6 +949,12 @@ int dps_service_connect(DpsService *s, const void *conn, const char *client_id, 
                 log_debug("DPS client '%s' connected and authenticated (%s '%s').", c->registration_id,
                           c->enrollment->enrollment_group_id ? "enrollment group" : "individual enrollment",
                           c->enrollment->enrollment_group_id ?: c->enrollment->registration_id);
+        else if (c->auth == DPS_AUTH_TPM_CHALLENGE)
+                log_debug("DPS client '%s' connected without a token: a register gets the TPM challenge.",
+                          c->registration_id);
+        else if (c->auth == DPS_AUTH_TPM_NO_CHALLENGE)
+                /* over HTTPS, a poll presenting the token that registered is vouched for by the front */
+                log_debug("DPS client '%s' connected with a token but no live TPM challenge key.", c->registration_id);
         else
                 log_info("DPS client '%s' connected, but will be refused: %s.", c->registration_id,
                          c->auth == DPS_AUTH_X509 && c->x509_message ? c->x509_message : auth_message_table[c->auth]);
