@@ -43,6 +43,7 @@ struct Bus {
         Downstream *downstream;
         gid_t admin_gid;
         bool have_admin_gid;
+        char *admin_group;              /* its name, for the refusal message */
         char *log_target;
         char *authorized_sender;        /* unique name of the last caller found authorized */
         GatewayProps props;
@@ -94,8 +95,7 @@ static int bus_authorize(Bus *b, sd_bus_message *m, sd_bus_error *error) {
         return sd_bus_error_setf(error, ERR_PERMISSION,
                                  "%s.%s() needs root or membership of the group '%s'; uid %u is neither.",
                                  strna(sd_bus_message_get_interface(m)), strna(sd_bus_message_get_member(m)),
-                                 b->have_admin_gid ? strna(getgrgid(b->admin_gid) ? getgrgid(b->admin_gid)->gr_name : NULL)
-                                                   : "(not configured)",
+                                 b->have_admin_gid ? b->admin_group : "(not configured)",
                                  (unsigned) uid);
 }
 
@@ -664,6 +664,30 @@ static int bus_connect(const char *address, sd_bus **ret) {
         return 0;
 }
 
+/* The admin group's gid from /etc/group, where the package's system group lives, read directly:
+ * getgrnam() would load the NSS modules (libnss_systemd and its libm, ≈0.25 MiB resident) into
+ * the daemon for the rest of its life.  Groups only other sources know (LDAP, userdb) are
+ * still found through NSS. */
+static int admin_gid_lookup(const char *name, gid_t *ret) {
+        FILE *f = fopen("/etc/group", "re");
+        struct group *g;
+
+        if (f) {
+                while ((g = fgetgrent(f)))
+                        if (streq(g->gr_name, name)) {
+                                *ret = g->gr_gid;
+                                fclose(f);
+                                return 0;
+                        }
+                fclose(f);
+        }
+        g = getgrnam(name);
+        if (!g)
+                return -ESRCH;
+        *ret = g->gr_gid;
+        return 0;
+}
+
 int bus_new(sd_event *e, Manager *m, Downstream *d, const char *address, const char *admin_group, Bus **ret) {
         Bus *b = calloc(1, sizeof(*b));
         int r;
@@ -687,10 +711,9 @@ int bus_new(sd_event *e, Manager *m, Downstream *d, const char *address, const c
                                       address ?: "system");
         }
         if (admin_group) {
-                struct group *g = getgrnam(admin_group);
-                if (g) {
-                        b->admin_gid = g->gr_gid;
-                        b->have_admin_gid = true;
+                if (admin_gid_lookup(admin_group, &b->admin_gid) >= 0) {
+                        b->admin_group = strdup(admin_group);
+                        b->have_admin_gid = !!b->admin_group;
                 } else
                         log_notice("Group '%s' does not exist; only root may change things over D-Bus.", admin_group);
         }
@@ -746,6 +769,7 @@ Bus *bus_free(Bus *b) {
         props_done(&b->props);
         free(b->log_target);
         free(b->authorized_sender);
+        free(b->admin_group);
         free(b);
         return NULL;
 }

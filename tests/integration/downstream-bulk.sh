@@ -29,7 +29,7 @@ downstream = {
         rate = 1000000;"
 LOG_LEVEL=debug start_bus_agent "$WORK/edgeprovd.conf" "$WORK/agent.log"
 wait_for 20 test -s "$WORK/state/state.json" || fail "gateway not provisioned"
-wait_for 10 busctl --address="$BUS_ADDRESS" status io.edgeprov.Gateway1 > /dev/null || fail "edgeprovd not on the bus"
+wait_for 30 busctl --address="$BUS_ADDRESS" get-property io.edgeprov.Gateway1 /io/edgeprov/Gateway1 io.edgeprov.Gateway1 State > /dev/null || fail "edgeprovd not on the bus"
 # the gateway's own connection is over before the sensors start
 wait_for 20 grep -q "Client gw1 \(disconnected\|closed its connection\)" "$WORK/broker/mosquitto.log" ||
         fail "the gateway's connection did not end"
@@ -143,7 +143,7 @@ DPS_RETRY_AFTER=2 start_httpd "$WORK/data.json"
 sed -e "s/port = $BROKER_PORT;/port = $HTTPD_PORT;\n        transport = \"https\";/" "$WORK/edgeprovd.conf" > "$WORK/edgeprovd-https.conf"
 grep -q 'transport = "https"' "$WORK/edgeprovd-https.conf" || fail "https config"
 LOG_LEVEL=debug start_bus_agent "$WORK/edgeprovd-https.conf" "$WORK/agent-https.log"
-wait_for 30 busctl --address="$BUS_ADDRESS" status io.edgeprov.Gateway1 > /dev/null || fail "edgeprovd (https) not on the bus"
+wait_for 30 busctl --address="$BUS_ADDRESS" get-property io.edgeprov.Gateway1 /io/edgeprov/Gateway1 io.edgeprov.Gateway1 State > /dev/null || fail "edgeprovd (https) not on the bus"
 seq -f 'https-%02g' 1 12 > "$WORK/https.csv"
 "$EDGEPROVCTL" --bus-address="$BUS_ADDRESS" register --file "$WORK/https.csv" --wait > "$WORK/ctl-https.out" 2>&1 ||
         fail "https sensors: $(cat "$WORK/ctl-https.out")"
