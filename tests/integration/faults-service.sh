@@ -163,9 +163,18 @@ N429=$(grep -c "answered 429" "$WORK/agent5.log" || true)
 [ "$STORM_S" -ge 18 ] || fail "80 sensors through a 60-a-minute service in ${STORM_S}s: a budget was not kept"
 # no tight loop: each sensor waits retry-after (up to 60 s) after a 429; 8 in flight
 [ "$N429" -lt 400 ] || fail "$N429 answers of 429 for 80 sensors: retry-after not honoured"
-# the agent's own budget (600/min = 10/s, bursts of 8): requests per second at the service
+# the agent's own budget (600/min = 10/s, bursts of 8): registrations the service logged in any
+# window of w whole seconds (w = 1..10) stay within 10·w plus the burst counted twice (once as
+# the agent's, once for requests of a burst that a loaded broker logs a second later: seen
+# under ASan). With sensors waiting out retry-after without a slot, the bucket is the only
+# limit: without it the first 60 would reach the service within a second or two.
 grep -o "^[0-9:]*: edgeprov-dps: Registration 'storm-[0-9]*' assigned" "$WORK/broker/mosquitto.log" | cut -d: -f1-3 |
-        uniq -c | awk '$1 > 18 {bad = 1} END {exit bad}' || fail "more than 18 registrations in one second"
+        awk -F: '{ t = $1 * 3600 + $2 * 60 + $3; n[t]++; if (!(t in seen)) { seen[t] = 1; ts[++k] = t } }
+                 END { for (i = 1; i <= k; i++) for (w = 1; w <= 10; w++) { c = 0
+                               for (t = ts[i]; t < ts[i] + w; t++) c += n[t]
+                               if (c > 16 + 10 * w) { printf "%d registrations in %d s\n", c, w; bad = 1 } }
+                       exit bad }' > "$WORK/storm-windows.txt" ||
+        fail "the agent's budget was exceeded: $(head -n 3 "$WORK/storm-windows.txt")"
 ep_stop "$AGENT_PID" || fail "edgeprovd did not stop cleanly (5)"
 ep_log "5: 80 sensors through a 60-a-minute service in ${STORM_S}s with $N429 answers of 429"
 echo "PASS: unreachable (READY, $ATTEMPTS jittered retries ≤ retry_max, NextRetry, STATUS=, recovered), offline READY in ${READY_MS} ms, broker restart mid-registration completed, clock 2 h off reported ($TRIES attempts)"
