@@ -32,5 +32,8 @@ int hmac_sha256(const void *key, size_t key_len, const void *data, size_t len, u
 /* Hex, for fingerprints and ids (lowercase). */
 int hex_encode(const void *data, size_t len, char **ret);
 
+/* A decimal number in [min, max]: digits only (no sign, space or suffix), -EINVAL otherwise. */
+int parse_uint_range(const char *s, unsigned min, unsigned max, unsigned *ret);
+
 /* Cryptographically random bytes. */
 int random_bytes(void *buf, size_t len);

@@ -11,6 +11,7 @@
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 #include "edgeprov/sas.h"
+#include "edgeprov/time-util.h"
 #include "edgeprov/tpm-blob.h"
 
 #define AUTH_FILE_MAX 256
@@ -25,11 +26,6 @@ struct TpmAttestation {
         uint64_t tpm_usec;
 };
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000U + (uint64_t) ts.tv_nsec / 1000U;
-}
 
 int tpm_read_auth_file(const Config *c, const char *name, char **ret) {
         _cleanup_free_ char *path = NULL;
@@ -113,7 +109,7 @@ int tpm_attestation_load_identity(TpmAttestation *a) {
         _cleanup_free_ uint8_t *ek = NULL, *srk = NULL;
         _cleanup_free_ char *msg = NULL;
         size_t ek_len, srk_len;
-        uint64_t start = now_usec();
+        uint64_t start = clock_now_usec(CLOCK_MONOTONIC);
         int r;
 
         r = open_tpm(a, &t);
@@ -134,7 +130,7 @@ int tpm_attestation_load_identity(TpmAttestation *a) {
         else
                 log_info("TPM: %s.", strna(msg));
         t = tpm_close(t);
-        a->tpm_usec += now_usec() - start;
+        a->tpm_usec += clock_now_usec(CLOCK_MONOTONIC) - start;
 
         free(a->ek_b64);
         free(a->srk_b64);
@@ -176,7 +172,7 @@ int tpm_attestation_activate(TpmAttestation *a, const char *authentication_key_b
         _cleanup_free_ uint8_t *blob = NULL;
         size_t len;
         uint32_t slot = a->active == a->slots[0] ? a->slots[1] : a->slots[0];
-        uint64_t start = now_usec();
+        uint64_t start = clock_now_usec(CLOCK_MONOTONIC);
         int r;
 
         a->pending = 0;
@@ -189,7 +185,7 @@ int tpm_attestation_activate(TpmAttestation *a, const char *authentication_key_b
         if (r < 0)
                 return log_error_errno(r, "Cannot open the TPM (%s): %m", a->tcti);
         r = tpm_activate_blob(t, blob, len, slot);
-        a->tpm_usec += now_usec() - start;
+        a->tpm_usec += clock_now_usec(CLOCK_MONOTONIC) - start;
         if (r < 0)
                 return log_error_errno(r, "Cannot activate the authenticationKey in the TPM (slot 0x%08x): %m", slot);
         a->pending = slot;
@@ -203,7 +199,7 @@ int tpm_attestation_sign(TpmAttestation *a, const char *resource, uint64_t expir
         _cleanup_free_ char *sr = NULL, *sts = NULL;
         uint32_t slot = a->pending ?: a->active;
         uint8_t sig[32];
-        uint64_t start = now_usec();
+        uint64_t start = clock_now_usec(CLOCK_MONOTONIC);
         int r;
 
         if (!slot)
@@ -215,7 +211,7 @@ int tpm_attestation_sign(TpmAttestation *a, const char *resource, uint64_t expir
         if (r < 0)
                 return log_error_errno(r, "Cannot open the TPM (%s): %m", a->tcti);
         r = tpm_hmac(t, slot, sts, strlen(sts), sig);
-        a->tpm_usec += now_usec() - start;
+        a->tpm_usec += clock_now_usec(CLOCK_MONOTONIC) - start;
         if (r < 0)
                 return log_error_errno(r, "Cannot sign the SAS token in the TPM (slot 0x%08x): %m", slot);
         r = sas_token_format(sr, sig, expiry, SAS_DEFAULT_KEY_NAME, ret_token);

@@ -24,6 +24,7 @@
 #include "edgeprov/macro.h"
 #include "edgeprov/messages.h"
 #include "edgeprov/sas.h"
+#include "edgeprov/time-util.h"
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
 #define SENSOR_RECORD_MAX (64 * 1024)
@@ -33,8 +34,6 @@
  * synchronous TPM job (open, Load, n HMACs, close) in the event loop; bounding it bounds the
  * time the loop is blocked, and the rest of a burst continues from a defer source. */
 #define DOWNSTREAM_KEY_BATCH 8
-/* when the first poll is due if the 202 carried no retry-after (as dps-client.c, dps-http.c) */
-#define DOWNSTREAM_DEFAULT_POLL_SEC 2
 
 struct Downstream {
         sd_event *event;
@@ -585,17 +584,12 @@ static int on_bucket_timer(sd_event_source *src, uint64_t usec, void *userdata) 
         return 0;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_BOOTTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 /* Token bucket: `rate` tokens a minute, at most `concurrency` (≥1) saved up. */
 static bool bucket_take(Downstream *d, uint64_t *ret_wait_usec) {
         double per_usec = (double) d->config->downstream_rate / (60.0 * USEC_PER_SEC);
         double burst = d->config->downstream_concurrency > 0 ? d->config->downstream_concurrency : 1;
-        uint64_t now = now_usec();
+        uint64_t now = clock_now_usec(CLOCK_BOOTTIME);
         if (d->tokens_at == 0)
                 d->tokens = burst;
         else
@@ -695,9 +689,8 @@ static void on_accepted(DpsClient *c, const char *operation_id, int retry_after,
                 return;
         free(s->operation_id);
         s->operation_id = dup;
-        /* the client polls after retry-after (its default when none is given) */
-        s->poll_due = now_usec() +
-                      (uint64_t) (retry_after >= 0 ? retry_after : DOWNSTREAM_DEFAULT_POLL_SEC) * USEC_PER_SEC;
+        /* when the client would poll: the same rule as its own timer */
+        s->poll_due = clock_now_usec(CLOCK_BOOTTIME) + (uint64_t) dps_poll_delay_sec(retry_after) * USEC_PER_SEC;
         commit_queue(s->owner, s, COMMIT_ACCEPTED);     /* at worst the sensor registers again after a crash */
 }
 
@@ -718,7 +711,7 @@ static int on_park_timer(sd_event_source *src, uint64_t usec, void *userdata) {
  * the front of the queue.  The crash-safety bound holds: a parked sensor has a durable record.
  * With nobody waiting, polling on the open connection is cheaper. */
 static void sensor_maybe_park(Downstream *d, Sensor *s) {
-        uint64_t now = now_usec();
+        uint64_t now = clock_now_usec(CLOCK_BOOTTIME);
 
         if (!s->client || s->state != SENSOR_REGISTERING || !s->operation_id || !d->queue_head ||
             s->poll_due < now + USEC_PER_SEC / 10)
@@ -843,7 +836,7 @@ static void sensor_retry_later(Downstream *d, Sensor *s, int retry_after, const 
         if (cap > max)
                 cap = max;
         if (random_bytes(&rnd, sizeof(rnd)) < 0)
-                rnd = (uint64_t) now_usec() * 6364136223846793005ULL;
+                rnd = (uint64_t) clock_now_usec(CLOCK_BOOTTIME) * 6364136223846793005ULL;
         delay = rnd % (cap + 1);                        /* full jitter */
         if (retry_after > 0 && (uint64_t) retry_after * USEC_PER_SEC > delay)
                 delay = (uint64_t) retry_after * USEC_PER_SEC;

@@ -258,16 +258,16 @@ static int on_poll_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+int dps_poll_delay_sec(int retry_after) {
+        if (retry_after < 0)
+                return DPS_DEFAULT_POLL_SEC;
+        return MIN(MAX(retry_after, 1), DPS_MAX_POLL_SEC);
+}
+
 static void schedule_next(DpsClient *c, int retry_after) {
-        int secs = retry_after;
+        int secs = dps_poll_delay_sec(retry_after);
         int r;
 
-        if (secs < 0)
-                secs = DPS_DEFAULT_POLL_SEC;
-        if (secs < 1)
-                secs = 1;
-        if (secs > DPS_MAX_POLL_SEC)
-                secs = DPS_MAX_POLL_SEC;
         c->phase = PHASE_WAITING_POLL;
         (void) sd_event_source_set_enabled(c->timeout_timer, SD_EVENT_OFF);
         c->poll_timer = sd_event_source_disable_unref(c->poll_timer);

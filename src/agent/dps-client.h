@@ -70,6 +70,10 @@ typedef struct DpsResult {
 
 typedef void (*DpsClientCallback)(DpsClient *c, const DpsResult *result, void *userdata);
 
+/* Seconds until a poll for a 202's retry-after (< 0: none given): 2 s by default, clamped to
+ * 1..300 s.  Both transports' timers and the downstream scheduler use it. */
+int dps_poll_delay_sec(int retry_after);
+
 int dps_client_new(sd_event *e, const DpsClientParams *p, DpsClientCallback cb, void *userdata, DpsClient **ret);
 /* Called (with the same userdata) as soon as the service accepts a registration (202 with a
  * new operationId), before the first poll, so that the caller can persist it and resume polling

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 
 #include "agent/curl-dl.h"
+#include "agent/dps-client.h"
 #include "agent/dps-http.h"
 #include "edgeprov/dps-rest.h"
 #include "edgeprov/dps.h"
@@ -16,8 +17,6 @@
 #include "edgeprov/messages.h"
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
-#define DPS_HTTP_DEFAULT_POLL_SEC 2
-#define DPS_HTTP_MAX_POLL_SEC 300
 #define DPS_HTTP_MAX_POLLS 300
 #define DPS_HTTP_MAX_SOCKETS 8
 #define DPS_HTTP_USER_AGENT "edgeprov/" PACKAGE_VERSION
@@ -324,11 +323,9 @@ static int on_poll_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 static void schedule_next(DpsHttp *h, int retry_after) {
-        int secs = retry_after < 0 ? DPS_HTTP_DEFAULT_POLL_SEC : retry_after;
+        int secs = dps_poll_delay_sec(retry_after);
         int r;
 
-        secs = MAX(secs, 1);
-        secs = MIN(secs, DPS_HTTP_MAX_POLL_SEC);
         h->phase = PHASE_WAITING;
         h->poll_timer = sd_event_source_disable_unref(h->poll_timer);
         r = sd_event_add_time_relative(h->event, &h->poll_timer, CLOCK_BOOTTIME, (uint64_t) secs * USEC_PER_SEC,

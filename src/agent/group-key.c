@@ -13,6 +13,7 @@
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 #include "edgeprov/sas.h"
+#include "edgeprov/time-util.h"
 
 struct GroupKey {
         char *key_b64;                  /* file: the secret */
@@ -26,11 +27,6 @@ static uint8_t *mfree_u8(uint8_t *p) {
         return NULL;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000U + (uint64_t) ts.tv_nsec / 1000U;
-}
 
 int group_key_blob_path(const Config *c, char **ret) {
         return asprintf(ret, "%s/%s", c->state_directory ?: EDGEPROV_DEFAULT_STATE_DIR, GROUP_KEY_BLOB_FILE) < 0 ?
@@ -114,7 +110,7 @@ fail:
 }
 
 int group_key_derive(GroupKey *g, const char *const *ids, size_t n, char **ret_keys, uint64_t *ret_usec) {
-        uint64_t start = now_usec();
+        uint64_t start = clock_now_usec(CLOCK_MONOTONIC);
         int r = 0;
 
         if (n == 0)
@@ -148,7 +144,7 @@ int group_key_derive(GroupKey *g, const char *const *ids, size_t n, char **ret_k
                 free(macs);
         }
         if (ret_usec)
-                *ret_usec = now_usec() - start;
+                *ret_usec = clock_now_usec(CLOCK_MONOTONIC) - start;
         return r;
 }
 

@@ -17,6 +17,7 @@
 #include "edgeprov/macro.h"
 #include "edgeprov/messages.h"
 #include "edgeprov/sas.h"
+#include "edgeprov/time-util.h"
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
 
@@ -142,18 +143,13 @@ static void manager_handle_result(Manager *m, const DpsResult *res);
 static void manager_schedule_retry(Manager *m, uint64_t delay_usec);
 static int manager_provision(Manager *m);
 
-static uint64_t monotonic_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 /* The TPM identity stands in for the key: the EK goes into the fingerprint, the
  * registration id is derived from it unless configured. */
 static int manager_load_tpm(Manager *m) {
         int r;
 
-        m->start_usec = monotonic_usec();
+        m->start_usec = clock_now_usec(CLOCK_MONOTONIC);
         r = tpm_attestation_new(&m->config, &m->tpm);
         if (r < 0)
                 return r;
@@ -326,7 +322,7 @@ static void manager_handle_result(Manager *m, const DpsResult *res) {
                 m->assignment = s;
                 if (m->tpm) {
                         /* the new key is in use only now that its assignment is committed */
-                        uint64_t total = monotonic_usec() - m->start_usec, tpm = tpm_attestation_take_tpm_usec(m->tpm);
+                        uint64_t total = clock_now_usec(CLOCK_MONOTONIC) - m->start_usec, tpm = tpm_attestation_take_tpm_usec(m->tpm);
                         tpm_attestation_commit(m->tpm);
                         log_info("TPM attestation: start to assigned %.1f ms, of which TPM %.1f ms and "
                                  "network/service %.1f ms (key slot %s).",
@@ -484,7 +480,7 @@ int manager_start(Manager *m) {
                 return log_error_errno(r, "Failed to compute the identity fingerprint: %m");
 
         if (!m->start_usec)
-                m->start_usec = monotonic_usec();
+                m->start_usec = clock_now_usec(CLOCK_MONOTONIC);
         /* a temporary file of a state write the last run did not finish (SIGKILL, power cut);
          * nothing else writes state.json while the daemon starts */
         if (unlink_stale_temp_files(m->config.state_directory, STATE_FILE_NAME) > 0)
@@ -561,7 +557,7 @@ int manager_reprovision(Manager *m, const char *reason) {
         m->retry_timer = sd_event_source_disable_unref(m->retry_timer);
         backoff_reset(&m->backoff);
         if (m->tpm) {
-                m->start_usec = monotonic_usec(); /* "start to assigned" counts from the request */
+                m->start_usec = clock_now_usec(CLOCK_MONOTONIC); /* "start to assigned" counts from the request */
                 (void) tpm_attestation_take_tpm_usec(m->tpm);
         }
         int r = manager_provision(m);

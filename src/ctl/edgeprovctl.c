@@ -32,6 +32,7 @@
 #include "edgeprov/fileio.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/time-util.h"
 
 /* Exit codes */
 #define EXIT_USAGE 2
@@ -530,11 +531,6 @@ static int on_device_changed(sd_bus_message *m, void *userdata, sd_bus_error *re
         return 0;
 }
 
-static uint64_t now_monotonic_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000U + (uint64_t) ts.tv_nsec / 1000U;
-}
 
 /* Waits until every path in paths (NULL entries skipped) is assigned or failed. */
 static int wait_for_devices(sd_bus *bus, char **paths, size_t n) {
@@ -564,7 +560,7 @@ static int wait_for_devices(sd_bus *bus, char **paths, size_t n) {
                              on_device_changed, &w);
         interval = r >= 0 ? 5000000U : 200000U;
         for (;;) {
-                uint64_t now = now_monotonic_usec();
+                uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
                 if (now >= next_sync) {
                         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
                         struct json_object *arr = NULL;
@@ -592,7 +588,7 @@ static int wait_for_devices(sd_bus *bus, char **paths, size_t n) {
                         return log_error_errno(r, "Lost the bus: %m"), EXIT_NO_DAEMON;
                 if (r > 0)
                         continue;
-                now = now_monotonic_usec();
+                now = clock_now_usec(CLOCK_MONOTONIC);
                 (void) sd_bus_wait(bus, next_sync > now ? next_sync - now : 0);
         }
 }

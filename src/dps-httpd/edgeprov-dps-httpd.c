@@ -28,6 +28,7 @@
 #include "edgeprov/fileio.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/time-util.h"
 
 #define PEM_FILE_MAX (1024 * 1024)
 #define PEER_CHAIN_MAX 8
@@ -88,17 +89,6 @@ static void help(void) {
                DPS_RETRY_AFTER_DEFAULT);
 }
 
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) {
-        char *end;
-        unsigned long v;
-
-        errno = 0;
-        v = strtoul(s, &end, 10);
-        if (errno != 0 || end == s || *end || s[0] == '-' || v < min || v > max)
-                return -EINVAL;
-        *ret = (unsigned) v;
-        return 0;
-}
 
 static int parse_args(int argc, char **argv, Args *a) {
         enum {
@@ -141,14 +131,14 @@ static int parse_args(int argc, char **argv, Args *a) {
                 case ARG_CLIENT_CA: a->client_ca_file = optarg; break;
                 case ARG_ADDRESS: a->address = optarg; break;
                 case ARG_SCOPE: a->id_scope = optarg; break;
-                case ARG_PORT: r = parse_uint(optarg, 0, 65535, &a->port); break;
-                case ARG_RETRY: r = parse_uint(optarg, 1, DPS_RETRY_AFTER_MAX, &a->retry_after); break;
-                case ARG_PER_MINUTE: r = parse_uint(optarg, 0, 1000000, &a->per_minute); break;
-                case ARG_MAXCONN: r = parse_uint(optarg, 1, 65536, &a->max_connections); break;
-                case ARG_PERIP: r = parse_uint(optarg, 1, 65536, &a->per_ip); break;
-                case ARG_TIMEOUT: r = parse_uint(optarg, 1, 3600, &a->timeout); break;
-                case ARG_HEADER: r = parse_uint(optarg, 4096, 1024 * 1024, &a->header_limit); break;
-                case ARG_REQUEST_TIMEOUT: r = parse_uint(optarg, 1, 3600, &a->request_timeout); break;
+                case ARG_PORT: r = parse_uint_range(optarg, 0, 65535, &a->port); break;
+                case ARG_RETRY: r = parse_uint_range(optarg, 1, DPS_RETRY_AFTER_MAX, &a->retry_after); break;
+                case ARG_PER_MINUTE: r = parse_uint_range(optarg, 0, 1000000, &a->per_minute); break;
+                case ARG_MAXCONN: r = parse_uint_range(optarg, 1, 65536, &a->max_connections); break;
+                case ARG_PERIP: r = parse_uint_range(optarg, 1, 65536, &a->per_ip); break;
+                case ARG_TIMEOUT: r = parse_uint_range(optarg, 1, 3600, &a->timeout); break;
+                case ARG_HEADER: r = parse_uint_range(optarg, 4096, 1024 * 1024, &a->header_limit); break;
+                case ARG_REQUEST_TIMEOUT: r = parse_uint_range(optarg, 1, 3600, &a->request_timeout); break;
                 case ARG_VERSION:
                         printf("edgeprov-dps-httpd %s\n", PACKAGE_VERSION);
                         return 0;
@@ -313,18 +303,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return queue_reply(conn, &reply);
 }
 
-static uint64_t now_monotonic(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         Request *rq = *con_cls;
 
         if (ci && ci->socket_context)
-                ((Conn *) ci->socket_context)->since = now_monotonic(); /* the next request's clock */
+                ((Conn *) ci->socket_context)->since = clock_now_usec(CLOCK_MONOTONIC); /* the next request's clock */
         if (!rq)
                 return;
         free(rq->body);
@@ -368,7 +353,7 @@ static void deadline_arm(Server *s) {
 
 static int on_deadline(sd_event_source *src, uint64_t usec, void *userdata) {
         Server *s = userdata;
-        uint64_t now = now_monotonic();
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
 
         for (Conn *c = s->conns; c; c = c->next) {
                 if (c->cut || now < c->since + s->request_timeout_usec)
@@ -395,7 +380,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                 if (!c)
                         return;         /* no deadline for this one: its idle timeout still applies */
                 c->fd = ci->connect_fd;
-                c->since = now_monotonic();
+                c->since = clock_now_usec(CLOCK_MONOTONIC);
                 c->next = s->conns;
                 if (s->conns)
                         s->conns->prev = c;

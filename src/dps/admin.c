@@ -16,6 +16,7 @@
 #include "edgeprov/dps.h"
 #include "edgeprov/json-util.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/time-util.h"
 
 static void format_usec(uint64_t usec, char buf[static 32]) {
         time_t t = (time_t) (usec / 1000000);
@@ -287,12 +288,6 @@ static void format_dps_time(uint64_t usec, char buf[static 32]) {
         snprintf(buf + l, 32 - l, ".%07uZ", (unsigned) (usec % 1000000) * 10);
 }
 
-static uint64_t wall_usec(void) {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
-                return 0;
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static int new_etag(char **ret) {
         uint8_t b[12];
@@ -353,7 +348,7 @@ static int edit_apply(DpsData *d, void *userdata, char **reterr) {
                 char now[32];
                 struct json_object *created = NULL;
 
-                format_dps_time(wall_usec(), now);
+                format_dps_time(clock_now_usec(CLOCK_REALTIME), now);
                 r = new_etag(&etag);
                 if (r < 0)
                         return r;

@@ -56,6 +56,7 @@
 
 #include "dps/admin.h"
 #include "dps/service.h"
+#include "edgeprov/codec.h"
 #include "edgeprov/dps.h"
 #include "edgeprov/fileio.h"
 #include "edgeprov/log.h"
@@ -314,18 +315,6 @@ static int on_reload(int event, void *event_data, void *userdata) {
         return MOSQ_ERR_PLUGIN_DEFER;
 }
 
-static int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
-        char *end;
-
-        if (isempty(s) || *s < '0' || *s > '9')
-                return -EINVAL;
-        errno = 0;
-        unsigned long v = strtoul(s, &end, 10);
-        if (errno != 0 || *end || v < min || v > max)
-                return -EINVAL;
-        *ret = (unsigned) v;
-        return 0;
-}
 
 static Plugin *plugin_free(Plugin *p) {
         if (!p)
@@ -387,7 +376,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                         admin_password_file = v;
                 else if (streq(k, "latency_probe_interval") || streq(k, "latency_probe_timeout")) {
                         bool interval = streq(k, "latency_probe_interval");
-                        if (parse_unsigned(v, 1, interval ? 3600 : 60, interval ? &probe_interval : &probe_timeout) < 0) {
+                        if (parse_uint_range(v, 1, interval ? 3600 : 60, interval ? &probe_interval : &probe_timeout) < 0) {
                                 log_error("plugin_opt_%s: '%s' is not a number of seconds in 1..%d.", k, strna(v),
                                           interval ? 3600 : 60);
                                 return MOSQ_ERR_INVAL;
@@ -395,26 +384,26 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                 } else if (streq(k, "webhook_cafile"))
                         webhook_cafile = v;
                 else if (streq(k, "webhook_timeout")) {
-                        if (parse_unsigned(v, 1, 60, &webhook_timeout) < 0) {
+                        if (parse_uint_range(v, 1, 60, &webhook_timeout) < 0) {
                                 log_error("plugin_opt_webhook_timeout: '%s' is not a number of seconds in 1..60.",
                                           strna(v));
                                 return MOSQ_ERR_INVAL;
                         }
                 } else if (streq(k, "operation_lifetime")) {
-                        if (parse_unsigned(v, 1, 86400, &operation_lifetime) < 0) {
+                        if (parse_uint_range(v, 1, 86400, &operation_lifetime) < 0) {
                                 log_error("plugin_opt_operation_lifetime: '%s' is not a number of seconds in 1..86400.",
                                           strna(v));
                                 return MOSQ_ERR_INVAL;
                         }
                 } else if (streq(k, "registrations_per_minute")) {
-                        if (parse_unsigned(v, 0, 1000000, &per_minute) < 0) {
+                        if (parse_uint_range(v, 0, 1000000, &per_minute) < 0) {
                                 log_error("plugin_opt_registrations_per_minute: '%s' is not a number in 0..1000000.",
                                           strna(v));
                                 return MOSQ_ERR_INVAL;
                         }
                 }
                 else if (streq(k, "retry_after")) {
-                        if (parse_unsigned(v, 1, DPS_RETRY_AFTER_MAX, &retry_after) < 0) {
+                        if (parse_uint_range(v, 1, DPS_RETRY_AFTER_MAX, &retry_after) < 0) {
                                 log_error("plugin_opt_retry_after: '%s' is not a number of seconds in 1..%d.",
                                           strna(v), DPS_RETRY_AFTER_MAX);
                                 return MOSQ_ERR_INVAL;

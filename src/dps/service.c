@@ -25,6 +25,7 @@
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 #include "edgeprov/sas.h"
+#include "edgeprov/time-util.h"
 #include "dps/attest-tpm.h"
 #include "dps/webhook.h"
 #include "dps/latency.h"
@@ -1893,12 +1894,6 @@ static int service_latency(const char *hub, uint64_t *ret_usec, void *userdata) 
         return s->latency ? dps_latency_get(s->latency, hub, ret_usec) : -ENODATA;
 }
 
-static uint64_t monotonic_usec(void) {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-                return 0;
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 /* The geoLatency probes follow the data: created once a hub has a probeAddress, synced after
  * every change of the data. */
@@ -1925,7 +1920,7 @@ static int latency_process(DpsService *s) {
                 }
                 s->latency_generation = s->generation;
         }
-        return s->latency ? dps_latency_process(s->latency, monotonic_usec()) : 0;
+        return s->latency ? dps_latency_process(s->latency, clock_now_usec(CLOCK_MONOTONIC)) : 0;
 }
 
 int dps_service_process(DpsService *s) {

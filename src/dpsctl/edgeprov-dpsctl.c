@@ -32,6 +32,7 @@
 #include "edgeprov/macro.h"
 #include "edgeprov/tpm-blob.h"
 #include "edgeprov/sas.h"
+#include "edgeprov/time-util.h"
 
 #ifndef LOCALSTATEDIR
 #define LOCALSTATEDIR "/var"
@@ -208,17 +209,6 @@ static int file_error(int r, const char *msg) {
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int parse_unsigned(const char *s, unsigned max, unsigned *ret) {
-        char *end;
-        if (isempty(s) || *s < '0' || *s > '9')
-                return -EINVAL;
-        errno = 0;
-        unsigned long v = strtoul(s, &end, 10);
-        if (errno != 0 || *end || v > max)
-                return -EINVAL;
-        *ret = (unsigned) v;
-        return 0;
-}
 
 static int generate_key(char **ret) {
         uint8_t b[GENERATED_KEY_BYTES];
@@ -323,7 +313,7 @@ static int verb_hub(int argc, char *argv[]) {
                         probe = optarg;
                         break;
                 case 'w':
-                        if (parse_unsigned(optarg, DPS_ALLOCATION_WEIGHT_MAX, &weight) < 0 || weight < 1)
+                        if (parse_uint_range(optarg, 0, DPS_ALLOCATION_WEIGHT_MAX, &weight) < 0 || weight < 1)
                                 return err_msg("hub: --weight: '%s' is not a number in 1..%d.", optarg,
                                              DPS_ALLOCATION_WEIGHT_MAX), EXIT_INVALID;
                         weight_set = true;
@@ -780,7 +770,7 @@ static int verb_token(int argc, char *argv[]) {
                         group = optarg;
                         break;
                 case 't':
-                        if (parse_unsigned(optarg, 10 * 365 * 24 * 3600, &ttl) < 0)
+                        if (parse_uint_range(optarg, 0, 10 * 365 * 24 * 3600, &ttl) < 0)
                                 return err_msg("token: --ttl: '%s' is not a number of seconds.", optarg);
                         break;
                 default:
@@ -954,11 +944,6 @@ static void admin_on_message(struct mosquitto *m, void *ud, const struct mosquit
         a->state = a->response ? 1 : -1;
 }
 
-static uint64_t mono_msec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
 
 /* Sends one command and returns its response object ("data" or "error"). */
 int admin_command(struct json_object *cmd, struct json_object **ret) {
@@ -1007,7 +992,7 @@ int admin_command(struct json_object *cmd, struct json_object **ret) {
         mosquitto_subscribe_callback_set(m, admin_on_subscribe);
         mosquitto_message_callback_set(m, admin_on_message);
 
-        uint64_t deadline = mono_msec() + ADMIN_TIMEOUT_MSEC;
+        uint64_t deadline = clock_now_usec(CLOCK_MONOTONIC) / 1000 + ADMIN_TIMEOUT_MSEC;
         r = mosquitto_connect(m, host, port, 30);
         if (r != MOSQ_ERR_SUCCESS) {
                 mosquitto_destroy(m);
@@ -1015,7 +1000,7 @@ int admin_command(struct json_object *cmd, struct json_object **ret) {
                 return err_msg("Cannot connect to %s: %s", arg_broker,
                                r == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(r)), EXIT_ADMIN_API;
         }
-        while (a.state == 0 && mono_msec() < deadline) {
+        while (a.state == 0 && clock_now_usec(CLOCK_MONOTONIC) / 1000 < deadline) {
                 r = mosquitto_loop(m, 100, 1);
                 if (r != MOSQ_ERR_SUCCESS && a.state == 0)
                         a.state = -1;

@@ -305,3 +305,16 @@ int random_bytes(void *buf, size_t len) {
         }
         return 0;
 }
+
+int parse_uint_range(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        char *end;
+
+        if (!s || *s < '0' || *s > '9')
+                return -EINVAL;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno != 0 || *end || v < min || v > max)
+                return -EINVAL;
+        *ret = (unsigned) v;
+        return 0;
+}

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "edgeprov/log.h"
+#include "edgeprov/time-util.h"
 #include "lib/log-internal.h"
 
 static const char *log_ident = "edgeprov";
@@ -220,13 +221,6 @@ typedef struct RateSlot {
 static RateSlot rate_slots[LOG_RATELIMIT_SLOTS];
 static LogClock rate_clock = NULL;
 
-static uint64_t monotonic_usec(void) {
-        struct timespec ts;
-
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-                return 0;
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
 
 static uint64_t text_hash(const char *s) {
         uint64_t h = 14695981039346656037ULL; /* FNV-1a */
@@ -265,7 +259,7 @@ void log_test_set_clock(LogClock clock) {
 
 /* Returns true if the message may be emitted now.  Emits the summaries of windows that ended. */
 static bool ratelimit_pass(int level, const char *file, int line, const char *func, const char *message) {
-        uint64_t now = rate_clock ? rate_clock() : monotonic_usec();
+        uint64_t now = rate_clock ? rate_clock() : clock_now_usec(CLOCK_MONOTONIC);
         uint64_t h = text_hash(message);
         RateSlot *free_slot = NULL, *oldest = NULL;
 

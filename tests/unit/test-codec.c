@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -257,6 +259,25 @@ static void test_random_bytes(void **state) {
         assert_int_equal(random_bytes(NULL, 1), -EINVAL);
 }
 
+static void test_parse_uint_range(void **state) {
+        unsigned v = 7;
+        assert_int_equal(parse_uint_range("0", 0, 10, &v), 0);
+        assert_int_equal(v, 0);
+        assert_int_equal(parse_uint_range("10", 1, 10, &v), 0);
+        assert_int_equal(v, 10);
+        v = 7;
+        assert_int_equal(parse_uint_range("11", 1, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range("0", 1, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range("-1", 0, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range("+1", 0, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range(" 1", 0, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range("1x", 0, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range("", 0, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range(NULL, 0, 10, &v), -EINVAL);
+        assert_int_equal(parse_uint_range("99999999999999999999", 0, UINT_MAX, &v), -EINVAL);
+        assert_int_equal(v, 7);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_base64_rfc4648), cmocka_unit_test(test_base64_binary),
@@ -264,6 +285,7 @@ int main(void) {
                 cmocka_unit_test(test_url_encode),     cmocka_unit_test(test_url_decode),
                 cmocka_unit_test(test_memeq_consttime), cmocka_unit_test(test_hmac_sha256),
                 cmocka_unit_test(test_hex_encode),     cmocka_unit_test(test_random_bytes),
+                cmocka_unit_test(test_parse_uint_range),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
