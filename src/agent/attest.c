@@ -14,7 +14,6 @@
 #include "edgeprov/time-util.h"
 #include "edgeprov/tpm-blob.h"
 
-#define AUTH_FILE_MAX 256
 
 struct TpmAttestation {
         char *tcti;
@@ -26,35 +25,6 @@ struct TpmAttestation {
         uint64_t tpm_usec;
 };
 
-
-int tpm_read_auth_file(const Config *c, const char *name, char **ret) {
-        _cleanup_free_ char *path = NULL;
-        const char *base;
-
-        if (!name) {
-                *ret = NULL;
-                return 0;
-        }
-        if (name[0] == '/')
-                path = strdup(name);
-        else if ((base = secure_getenv("CREDENTIALS_DIRECTORY"))) {
-                if (asprintf(&path, "%s/%s", base, name) < 0)
-                        path = NULL;
-        } else {
-                _cleanup_free_ char *dir = strdup(strempty(c->path));
-                char *slash = dir ? strrchr(dir, '/') : NULL;
-                if (slash)
-                        *slash = 0;
-                if (dir && asprintf(&path, "%s/%s", slash ? dir : ".", name) < 0)
-                        path = NULL;
-        }
-        if (!path)
-                return -ENOMEM;
-        int r = read_secret_file(path, AUTH_FILE_MAX, ret);
-        if (r < 0)
-                return log_error_errno(r, "Cannot read the TPM hierarchy password file '%s': %m", path);
-        return 0;
-}
 
 int tpm_attestation_new(const Config *c, TpmAttestation **ret) {
         TpmAttestation *a = calloc(1, sizeof(*a));

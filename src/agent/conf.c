@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <openssl/evp.h>
 
 #include "agent/conf.h"
 #include "edgeprov/codec.h"
@@ -17,6 +16,7 @@
 #include "edgeprov/json-util.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/sha256.h"
 
 static const char *const attestation_table[_ATTESTATION_MAX] = {
         [ATTESTATION_SYMMETRIC_KEY] = "symmetric_key",
@@ -601,8 +601,7 @@ int conf_key_path(const Config *c, char **ret) {
 }
 
 int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_hex) {
-        uint8_t md[EVP_MAX_MD_SIZE];
-        unsigned mdlen = 0;
+        uint8_t md[SHA256_DIGEST_SIZE];
         _cleanup_free_ char *text = NULL;
         int r;
 
@@ -621,9 +620,8 @@ int conf_identity_fingerprint(const Config *c, const char *key_b64, char **ret_h
                      strempty(c->registration_id), strempty(attestation_method_to_string(c->attestation)),
                      keyhex) < 0)
                 return -ENOMEM;
-        if (EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) != 1)
-                return -EIO;
-        return hex_encode(md, mdlen, ret_hex);
+        sha256(text, strlen(text), md);
+        return hex_encode(md, sizeof(md), ret_hex);
 }
 
 #define KEY_FILE_MAX 4096

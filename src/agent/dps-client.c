@@ -18,8 +18,6 @@
 
 #define USEC_PER_SEC ((uint64_t) 1000000)
 #define DPS_KEEPALIVE 60
-#define DPS_DEFAULT_POLL_SEC 2
-#define DPS_MAX_POLL_SEC 300
 #define DPS_MAX_POLLS 300           /* a registration that never finishes is a failure */
 #define DPS_MAX_THROTTLED_RETRIES 5
 
@@ -63,32 +61,6 @@ struct DpsClient {
         char *r_hub, *r_device, *r_substatus, *r_regid, *r_status, *r_message, *r_tracking, *r_opid;
         char *tpm_ek, *tpm_srk, *r_auth_key;
 };
-
-static const char *const outcome_table[_DPS_OUTCOME_MAX] = {
-        [DPS_OUTCOME_ASSIGNED] = "assigned",
-        [DPS_OUTCOME_TRANSIENT] = "transient",
-        [DPS_OUTCOME_REJECTED] = "rejected",
-};
-
-const char *dps_outcome_to_string(DpsOutcome o) {
-        return o < _DPS_OUTCOME_MAX ? outcome_table[o] : NULL;
-}
-
-static const char *const transport_table[_DPS_TRANSPORT_MAX] = {
-        [DPS_TRANSPORT_MQTT] = "mqtt",
-        [DPS_TRANSPORT_HTTPS] = "https",
-};
-
-const char *dps_transport_to_string(DpsTransport t) {
-        return t >= 0 && t < _DPS_TRANSPORT_MAX ? transport_table[t] : NULL;
-}
-
-DpsTransport dps_transport_from_string(const char *s) {
-        for (DpsTransport t = 0; t < _DPS_TRANSPORT_MAX; t++)
-                if (streq_ptr(s, transport_table[t]))
-                        return t;
-        return _DPS_TRANSPORT_INVALID;
-}
 
 /* ---- HTTPS: forward dps-http.c's callbacks as our own ---- */
 static void on_http_result(DpsHttp *h, const DpsResult *result, void *userdata) {
@@ -256,12 +228,6 @@ static int on_poll_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         if (r < 0)
                 client_finish(c, DPS_OUTCOME_TRANSIENT, 0, "Failed to send request: %s", strerror(-r));
         return 0;
-}
-
-int dps_poll_delay_sec(int retry_after) {
-        if (retry_after < 0)
-                return DPS_DEFAULT_POLL_SEC;
-        return MIN(MAX(retry_after, 1), DPS_MAX_POLL_SEC);
 }
 
 static void schedule_next(DpsClient *c, int retry_after) {

@@ -13,6 +13,7 @@
 #include "agent/downstream.h"
 #include "agent/group-key.h"
 #include "agent/manager.h"
+#include "agent/worker.h"
 #include "edgeprov/log.h"
 #include "edgeprov/macro.h"
 #include "agent/attest.h"
@@ -227,6 +228,7 @@ static int run(int argc, char *argv[]) {
                 return log_error_errno(r, "Failed to allocate the event loop: %m");
         }
         (void) sd_event_set_watchdog(event, true);
+        worker_set_event(event);
         r = sd_event_add_signal(event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, on_signal, NULL);
         if (r >= 0)
                 r = sd_event_add_signal(event, NULL, SIGINT | SD_EVENT_SIGNAL_PROCMASK, on_signal, NULL);
@@ -269,5 +271,6 @@ static int run(int argc, char *argv[]) {
  * 2 the service rejected the registration and agent.fail_fast is set. */
 int main(int argc, char *argv[]) {
         int r = run(argc, argv);
+        worker_shutdown(); /* the worker exits when its socket closes; wait for it */
         return r < 0 ? EXIT_FAILURE : r;
 }

@@ -5,13 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
+#include <sys/random.h>
 
 #include "edgeprov/codec.h"
 #include "edgeprov/macro.h"
+#include "edgeprov/sha256.h"
 
 static const char base64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -239,31 +237,23 @@ int url_decode(const char *s, size_t len, char **ret) {
 }
 
 bool memeq_consttime(const void *a, const void *b, size_t len) {
-        if (len == 0)
-                return true;
-        return CRYPTO_memcmp(a, b, len) == 0;
+        /* Every byte is read whatever the differences; volatile keeps the compiler from
+         * turning the accumulation into an early exit. */
+        const volatile uint8_t *x = a, *y = b;
+        uint8_t d = 0;
+
+        for (size_t i = 0; i < len; i++)
+                d |= x[i] ^ y[i];
+        return d == 0;
 }
 
 int hmac_sha256(const void *key, size_t key_len, const void *data, size_t len, uint8_t ret[32]) {
-        static const uint8_t empty = 0;
-        uint8_t md[EVP_MAX_MD_SIZE];
-        unsigned md_len = 0;
-
         if (!ret || (!key && key_len > 0) || (!data && len > 0))
                 return -EINVAL;
         if (key_len > INT_MAX)
                 return -E2BIG;
 
-        /* HMAC() is the non-deprecated one-shot API of OpenSSL 3. */
-        if (!HMAC(EVP_sha256(), key ?: &empty, (int) key_len, data ?: &empty, len, md, &md_len))
-                return -EIO;
-        if (md_len != 32) {
-                OPENSSL_cleanse(md, sizeof(md));
-                return -EIO;
-        }
-
-        memcpy(ret, md, 32);
-        OPENSSL_cleanse(md, sizeof(md));
+        hmac_sha256_oneshot(key, key_len, data, len, ret);
         return 0;
 }
 
@@ -296,12 +286,20 @@ int random_bytes(void *buf, size_t len) {
         if (!buf && len > 0)
                 return -EINVAL;
 
+        /* getrandom(2) without flags: the kernel's CSPRNG, blocking only until it is
+         * initialised at boot.  It may return fewer bytes than asked (requests over 256 bytes
+         * can be interrupted by a signal) or fail with EINTR. */
         while (len > 0) {
-                size_t n = MIN(len, (size_t) INT_MAX);
-                if (RAND_bytes(p, (int) n) != 1)
+                ssize_t n = getrandom(p, len, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
                         return -EIO;
                 p += n;
-                len -= n;
+                len -= (size_t) n;
         }
         return 0;
 }

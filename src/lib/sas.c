@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "edgeprov/codec.h"
 #include "edgeprov/macro.h"
 #include "edgeprov/sas.h"
@@ -102,7 +100,7 @@ int sas_token_build_b64(const char *key_b64, const char *resource, uint64_t expi
                 return r;
 
         r = sas_token_build(key, key_len, resource, expiry, key_name, ret);
-        OPENSSL_cleanse(key, key_len);
+        explicit_bzero(key, key_len);
         return r;
 }
 
@@ -122,12 +120,12 @@ int sas_derive_device_key(const char *group_key_b64, const char *registration_id
                 return -EINVAL;
 
         r = hmac_sha256(key, key_len, registration_id, strlen(registration_id), mac);
-        OPENSSL_cleanse(key, key_len);
+        explicit_bzero(key, key_len);
         if (r < 0)
                 return r;
 
         r = base64_encode(mac, sizeof(mac), ret_key_b64);
-        OPENSSL_cleanse(mac, sizeof(mac));
+        explicit_bzero(mac, sizeof(mac));
         return r;
 }
 
@@ -283,7 +281,7 @@ int sas_token_verify(const SasToken *t, const void *key, size_t key_len, const c
                 return r;
 
         bool good = memeq_consttime(mac, t->sig, sizeof(mac));
-        OPENSSL_cleanse(mac, sizeof(mac));
+        explicit_bzero(mac, sizeof(mac));
         if (!good)
                 return -EKEYREJECTED;
 

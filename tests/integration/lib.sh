@@ -8,6 +8,8 @@ set -euo pipefail
 EDGEPROV_BUILDDIR=${EDGEPROV_BUILDDIR:-$(pwd)}
 EDGEPROV_SRCDIR=${EDGEPROV_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 EDGEPROVD=${EDGEPROVD:-$EDGEPROV_BUILDDIR/edgeprovd}
+# the daemon's helper process (src/agent/worker.h); installed in /usr/libexec/edgeprov
+export EDGEPROV_WORKER=${EDGEPROV_WORKER:-$EDGEPROV_BUILDDIR/edgeprov-worker}
 EDGEPROVCTL=${EDGEPROVCTL:-$EDGEPROV_BUILDDIR/edgeprovctl}
 DPSCTL=${DPSCTL:-$EDGEPROV_BUILDDIR/edgeprov-dpsctl}
 DPS_PLUGIN=${DPS_PLUGIN:-$EDGEPROV_BUILDDIR/.libs/edgeprov_dps.so}

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* What both ends of the daemon ↔ worker socket use (worker.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "agent/worker.h"
+#include "edgeprov/json-util.h"
+#include "edgeprov/macro.h"
+
+#ifndef PKGLIBEXECDIR
+#define PKGLIBEXECDIR "/usr/libexec/edgeprov"
+#endif
+
+const char *worker_path(void) {
+        const char *p = secure_getenv("EDGEPROV_WORKER");
+        return p && *p ? p : PKGLIBEXECDIR "/edgeprov-worker";
+}
+
+int worker_recv(int fd, int flags, struct json_object **ret) {
+        ssize_t n;
+
+        /* the datagram's size first, so that no buffer of WORKER_MSG_MAX stays resident */
+        n = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC | flags);
+        if (n < 0)
+                return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        if (n == 0) {
+                char c;
+                /* an empty datagram or EOF: consume it, tell them apart by what recv says */
+                n = recv(fd, &c, 0, flags);
+                if (n < 0)
+                        return -errno;
+                *ret = NULL;
+                return 0;
+        }
+        if (n > WORKER_MSG_MAX) {
+                char c;
+                (void) recv(fd, &c, 1, flags); /* drop it */
+                return -EBADMSG;
+        }
+        _cleanup_free_ char *buf = malloc((size_t) n);
+        if (!buf)
+                return -ENOMEM;
+        ssize_t k = recv(fd, buf, (size_t) n, flags);
+        if (k < 0)
+                return -errno;
+        struct json_object *o = NULL;
+        int r = json_parse_limited(buf, (size_t) k, WORKER_MSG_MAX, 8, &o);
+        explicit_bzero(buf, (size_t) k); /* may carry a token or a key */
+        if (r < 0 || !json_object_is_type(o, json_type_object)) {
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        *ret = o;
+        return 1;
+}
+
+static const char *const secret_keys[] = { "password", "eauth", "oauth", "key", "mac", "macs", "keys" };
+
+int worker_send_fd(int fd, struct json_object *o) {
+        size_t len = 0;
+        const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+        int r = 0;
+
+        if (!s)
+                return -ENOMEM;
+        if (len > WORKER_MSG_MAX)
+                r = -E2BIG;
+        else if (send(fd, s, len, MSG_NOSIGNAL) < 0)
+                r = -errno;
+        /* wipe the serialisation and the secret members before the object is released */
+        explicit_bzero((char *) s, len);
+        for (size_t i = 0; i < ELEMENTSOF(secret_keys); i++) {
+                struct json_object *v;
+                if (json_object_object_get_ex(o, secret_keys[i], &v) && json_object_is_type(v, json_type_string))
+                        explicit_bzero((char *) json_object_get_string(v), (size_t) json_object_get_string_len(v));
+        }
+        return r;
+}
