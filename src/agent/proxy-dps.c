@@ -4,6 +4,7 @@
  * events come back over the socket and are handed to the caller's callbacks. */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,17 +49,42 @@ static void unlink_client(DpsClient *c) {
         c->prev = c->next = NULL;
 }
 
-static DpsOutcome outcome_from_string(const char *s) {
-        for (DpsOutcome o = 0; o < _DPS_OUTCOME_MAX; o++)
-                if (streq_ptr(s, dps_outcome_to_string(o)))
-                        return o;
-        return DPS_OUTCOME_TRANSIENT;
-}
-
 static int64_t get_int(struct json_object *o, const char *key, int64_t dflt) {
         struct json_object *v;
         return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int) ?
                 json_object_get_int64(v) : dflt;
+}
+
+int dps_result_from_event(struct json_object *ev, DpsResult *ret) {
+        const char *outcome = json_get_string(ev, "outcome");
+        DpsOutcome o = _DPS_OUTCOME_MAX;
+        int64_t status = get_int(ev, "status", 0), retry_after = get_int(ev, "retry_after", -1);
+
+        for (DpsOutcome i = 0; i < _DPS_OUTCOME_MAX; i++)
+                if (streq_ptr(outcome, dps_outcome_to_string(i)))
+                        o = i;
+        if (o == _DPS_OUTCOME_MAX || status < 0 || status > 999 || retry_after < -1 || retry_after > INT_MAX)
+                return -EBADMSG;
+        *ret = (DpsResult) {
+                .outcome = o,
+                .status = (unsigned) status,
+                .retry_after = (int) retry_after,
+                .operation_id = json_get_string(ev, "operation_id"),
+                .registration_id = json_get_string(ev, "registration_id"),
+                .assigned_hub = json_get_string(ev, "assigned_hub"),
+                .device_id = json_get_string(ev, "device_id"),
+                .substatus = json_get_string(ev, "substatus"),
+                .dps_status = json_get_string(ev, "dps_status"),
+                .error_code = get_int(ev, "error_code", 0),
+                .error_message = json_get_string(ev, "error_message"),
+                .tracking_id = json_get_string(ev, "tracking_id"),
+                .authentication_key = json_get_string(ev, "authentication_key"),
+        };
+        if (o == DPS_OUTCOME_ASSIGNED && (isempty(ret->assigned_hub) || isempty(ret->device_id)))
+                return -EBADMSG;
+        if (o != DPS_OUTCOME_ASSIGNED && !ret->error_message)
+                ret->error_message = "registration failed";
+        return 0;
 }
 
 static void finish(DpsClient *c) {
@@ -98,36 +124,22 @@ static void on_event(struct json_object *ev) {
         if (!c || c->finished)
                 return;
         if (streq_ptr(kind, "accepted")) {
-                if (c->accepted_cb)
-                        c->accepted_cb(c, json_get_string(ev, "operation_id"), (int) get_int(ev, "retry_after", -1),
-                                       c->userdata);
+                const char *op = json_get_string(ev, "operation_id");
+                int64_t retry_after = get_int(ev, "retry_after", -1);
+                if (c->accepted_cb && !isempty(op) && retry_after >= -1 && retry_after <= INT_MAX)
+                        c->accepted_cb(c, op, (int) retry_after, c->userdata);
                 return;
         }
         if (!streq_ptr(kind, "result"))
                 return;
         json_object_put(c->result_ev);
         c->result_ev = json_object_get(ev);
-        c->result = (DpsResult) {
-                .outcome = outcome_from_string(json_get_string(ev, "outcome")),
-                .status = (unsigned) get_int(ev, "status", 0),
-                .retry_after = (int) get_int(ev, "retry_after", -1),
-                .operation_id = json_get_string(ev, "operation_id"),
-                .registration_id = json_get_string(ev, "registration_id"),
-                .assigned_hub = json_get_string(ev, "assigned_hub"),
-                .device_id = json_get_string(ev, "device_id"),
-                .substatus = json_get_string(ev, "substatus"),
-                .dps_status = json_get_string(ev, "dps_status"),
-                .error_code = get_int(ev, "error_code", 0),
-                .error_message = json_get_string(ev, "error_message"),
-                .tracking_id = json_get_string(ev, "tracking_id"),
-                .authentication_key = json_get_string(ev, "authentication_key"),
-        };
-        if (c->result.outcome == DPS_OUTCOME_ASSIGNED && (!c->result.assigned_hub || !c->result.device_id)) {
-                c->result.outcome = DPS_OUTCOME_TRANSIENT;
-                c->result.error_message = "the exchange helper reported an assignment without hub or device";
-        }
-        if (c->result.outcome != DPS_OUTCOME_ASSIGNED && !c->result.error_message)
-                c->result.error_message = "registration failed";
+        if (dps_result_from_event(ev, &c->result) < 0)
+                c->result = (DpsResult) {
+                        .outcome = DPS_OUTCOME_TRANSIENT,
+                        .retry_after = -1,
+                        .error_message = "the exchange helper sent an unusable result",
+                };
         finish(c);
 }
 

@@ -60,6 +60,11 @@ unsigned worker_generation(void);
 /* The last start failure, for error messages ("cannot run /usr/libexec/...: No such file"). */
 const char *worker_last_error(void);
 
+/* The DpsResult of a "result" event (strings borrowed from ev); -EBADMSG when the outcome is
+ * unknown, a number is out of range or an assignment lacks its hub or device id. */
+struct DpsResult;
+int dps_result_from_event(struct json_object *ev, struct DpsResult *ret);
+
 /* ---- both sides ---- */
 
 /* Receives one datagram (≤ WORKER_MSG_MAX) and parses it.  0 on EOF (*ret NULL), -EAGAIN when
