@@ -33,6 +33,12 @@ run_agent() { # LOG: runs until assigned (or the caller's check), then stops it
 # 1. first provisioning
 run_agent "$WORK/agent1.log"
 wait_for 30 log_has "$WORK/agent1.log" "assigned to hub" || fail "not assigned"
+# the TPM and TLS work ran in the helper process (src/agent/worker.h): once idle it is gone, and
+# the daemon itself never mapped TSS2 or OpenSSL
+no_helper() { ! pgrep -P "$AGENT_PID" -x edgeprov-worker > /dev/null; }
+wait_for 30 no_helper || fail "edgeprov-worker still running after the assignment"
+grep -q 'libc\.so' "/proc/$AGENT_PID/maps" || fail "cannot read the daemon's maps"
+! grep -q 'libtss2\|libcrypto' "/proc/$AGENT_PID/maps" || fail "the daemon mapped TSS2 or OpenSSL"
 ep_stop "$AGENT_PID" || true
 [ "$(json_get "$state" deviceId)" = gw-tpm ] || fail "state: $(cat "$state")"
 [ "$(json_get "$state" registrationId)" = "$REGID" ] || fail "state: $(cat "$state")"
