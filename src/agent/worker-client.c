@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/worker.h"
@@ -58,13 +59,47 @@ const char *worker_last_error(void) {
         return w.last_error[0] ? w.last_error : "the exchange helper is not running";
 }
 
-static void reap(bool wait) {
-        int status;
+static void log_exit(pid_t pid, const siginfo_t *si) {
+        if (si->si_code == CLD_EXITED && si->si_status == 0)
+                log_debug("The exchange helper (PID %d) has stopped.", (int) pid);
+        else if (si->si_code == CLD_EXITED)
+                log_warning("The exchange helper (PID %d) exited with status %d.", (int) pid, si->si_status);
+        else
+                log_warning("The exchange helper (PID %d) was killed by signal %s.", (int) pid, strsignal(si->si_status));
+}
 
-        if (w.pid <= 0)
+/* Collects the worker if it has exited; with wait, gives it WORKER_STOP_MSEC (it exits when its
+ * socket closes) and then kills it: a stuck helper must not hold up a stop. */
+#define WORKER_STOP_MSEC 5000
+static void reap(bool wait) {
+        siginfo_t si = {};
+        pid_t pid = w.pid;
+
+        if (pid <= 0)
                 return;
-        if (waitpid(w.pid, &status, wait ? 0 : WNOHANG) == 0)
+        if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) < 0)
+                si.si_pid = pid; /* not our child any more: forget it */
+        else if (si.si_pid == 0 && !wait)
                 return;
+        else if (si.si_pid == 0) {
+                if (w.pidfd >= 0) {
+                        struct pollfd p = { .fd = w.pidfd, .events = POLLIN };
+                        (void) poll(&p, 1, WORKER_STOP_MSEC);
+                } else
+                        /* no pidfd (a kernel before 5.3): look every 10 ms */
+                        for (unsigned i = 0; i < WORKER_STOP_MSEC / 10; i++) {
+                                if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) >= 0 && si.si_pid)
+                                        break;
+                                (void) nanosleep(&(struct timespec) { .tv_nsec = 10 * 1000 * 1000 }, NULL);
+                        }
+                if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) >= 0 && si.si_pid == 0) {
+                        log_warning("The exchange helper (PID %d) did not stop; killing it.", (int) pid);
+                        (void) kill(pid, SIGKILL);
+                        (void) waitid(P_PID, (id_t) pid, &si, WEXITED);
+                }
+        }
+        if (si.si_pid == pid && si.si_code != 0)
+                log_exit(pid, &si);
         w.pid = 0;
         w.child = sd_event_source_disable_unref(w.child);
         if (w.pidfd >= 0)
@@ -158,22 +193,11 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
 }
 
 static int on_child(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        siginfo_t si = {};
         pid_t pid = w.pid;
 
-        if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
-                return 0;
-        w.pid = 0;
-        w.child = sd_event_source_disable_unref(w.child);
-        close(w.pidfd);
-        w.pidfd = -1;
-        if (si.si_code == CLD_EXITED && si.si_status == 0)
-                log_debug("The exchange helper (PID %d) has stopped.", (int) pid);
-        else if (si.si_code == CLD_EXITED)
-                log_warning("The exchange helper (PID %d) exited with status %d.", (int) pid, si.si_status);
-        else
-                log_warning("The exchange helper (PID %d) was killed by signal %s.", (int) pid,
-                            strsignal(si.si_status));
+        reap(false);
+        if (w.pid == pid)
+                return 0; /* not yet */
         if (w.fd >= 0)
                 worker_died("The exchange helper (PID %d) is gone.", (int) pid);
         (void) malloc_trim(0);
@@ -248,9 +272,8 @@ static int on_linger(sd_event_source *s, uint64_t usec, void *userdata) {
         if (w.holds > 0 || w.fd < 0)
                 return 0;
         log_debug("No work for the exchange helper (PID %d); stopping it.", (int) w.pid);
-        worker_close(); /* on_child reaps it and trims the heap */
-        if (w.pidfd < 0)
-                reap(true);
+        worker_close(); /* on_child reaps it and trims the heap (without a pidfd: the next start
+                         * or the daemon's stop does) */
         return 0;
 }
 

@@ -233,6 +233,10 @@ EOC
 
 # start_agent CONF LOG: sets AGENT_PID
 start_agent() {
+        # emptied here, not by the redirection in the background child: a caller polling the log
+        # right away must not find the previous run's lines (it would then signal a child that is
+        # not yet edgeprovd, and bash's trap handler in that child swallows a SIGTERM)
+        : > "$2"
         LOG_TARGET=console "$EDGEPROVD" --config "$1" > "$2" 2>&1 &
         AGENT_PID=$!
         ep_track "$AGENT_PID"
