@@ -488,7 +488,11 @@ int main(int argc, char *argv[]) {
                                 "of the agent); it is not meant to be run by hand.\n");
                 return 2;
         }
-        (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+        /* The daemon ends us by closing the socket, and a daemon that dies closes it too.  A stop
+         * of the unit signals every process of it at once: SIGTERM is ignored here, so that the
+         * daemon, not the signal, decides when its exchanges end (and a stop logs no "helper
+         * died").  Should the daemon vanish while we are stuck in a call, SIGKILL. */
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() == 1)
                 return 0; /* edgeprovd is already gone */
         (void) signal(SIGPIPE, SIG_IGN);
@@ -496,9 +500,9 @@ int main(int argc, char *argv[]) {
         r = sd_event_default(&s.event);
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate the event loop: %m"), 1;
-        r = sd_event_add_signal(s.event, NULL, SIGTERM | SD_EVENT_SIGNAL_PROCMASK, NULL, NULL);
-        if (r >= 0)
-                r = sd_event_add_io(s.event, NULL, WORKER_FD, EPOLLIN, on_io, NULL);
+        (void) signal(SIGTERM, SIG_IGN);
+        (void) signal(SIGINT, SIG_IGN);
+        r = sd_event_add_io(s.event, NULL, WORKER_FD, EPOLLIN, on_io, NULL);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch edgeprovd's socket: %m"), 1;
         r = sd_event_loop(s.event);

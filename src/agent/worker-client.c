@@ -208,7 +208,9 @@ static int worker_spawn(void) {
         const char *path = worker_path();
         int sv[2], r;
 
-        reap(false);
+        /* the previous helper, if it has not been collected: its socket is closed, so it is
+         * exiting (or was killed); wait for it (bounded) rather than lose track of it */
+        reap(true);
         if (access(path, X_OK) < 0) {
                 r = -errno;
                 snprintf(w.last_error, sizeof(w.last_error), "cannot run the exchange helper %s: %s", path,
@@ -236,7 +238,7 @@ static int worker_spawn(void) {
                 if (sv[1] == WORKER_FD)
                         (void) fcntl(WORKER_FD, F_SETFD, 0);
                 (void) syscall(SYS_close_range, WORKER_FD + 1, ~0U, 0);
-                (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 char *const argv[] = { (char *) "edgeprov-worker", NULL };
                 execv(path, argv);
                 _exit(127);

@@ -8,6 +8,8 @@
 #  3. 150 downstream sensors; the helper is killed (SIGKILL) while registrations are in flight:
 #     the daemon says so, starts a new one, and every sensor ends assigned.
 #  4. Idle again: no helper process left, and the daemon has none of the libraries mapped.
+#  5. A stop while busy, signalled like systemd does (daemon and helper at once): exit 0, the
+#     helper gone, no helper death reported.
 . "$EDGEPROV_SRCDIR/tests/integration/lib.sh"
 
 N=150
@@ -66,4 +68,24 @@ log_has "$WORK/agent.log" "stopping it" || fail "the helper's idle stop was not 
 PSS=$(awk '/^Pss:/ { s += $2 } END { print s }' "/proc/$AGENT_PID/smaps_rollup" 2> /dev/null || echo "?")
 ep_log "idle daemon with $N sensors: PSS $PSS KiB, no helper"
 ep_stop "$AGENT_PID" || fail "edgeprovd exit status $?"
+
+# 5. a stop while busy, as systemd does it (SIGTERM to every process of the unit at once): the
+# daemon ends its helper itself, exits 0, and does not report a helper death
+sed -i 's/"ws-150"/"ws-150", "ws-late-1", "ws-late-2", "ws-late-3", "ws-late-4", "ws-late-5", "ws-late-6", "ws-late-7", "ws-late-8"/' \
+        "$WORK/edgeprovd.conf.d/50-sensors.conf"
+grep -q ws-late-8 "$WORK/edgeprovd.conf.d/50-sensors.conf" || fail "cannot add sensors to the inventory"
+EDGEPROV_WORKER=$WORK/libexec/edgeprov-worker LOG_TARGET=console LOG_LEVEL=debug \
+        "$EDGEPROVD" --config "$WORK/edgeprovd.conf" --bus-address=none > "$WORK/agent2.log" 2>&1 &
+AGENT_PID=$!
+ep_track "$AGENT_PID"
+busy() { [ -n "$(worker_pid "$AGENT_PID")" ]; }
+wait_for 30 busy || fail "no helper for the new sensors"
+W=$(worker_pid "$AGENT_PID")
+kill -TERM "$AGENT_PID" "$W"
+rc=0
+wait "$AGENT_PID" || rc=$?
+[ "$rc" = 0 ] || fail "edgeprovd exit status $rc after a stop while busy"
+! kill -0 "$W" 2> /dev/null || fail "the helper outlived the daemon"
+! grep -q "exchange helper.*\(exited\|killed\|gone\|did not stop\)" "$WORK/agent2.log" ||
+        fail "a stop reported a helper death: $(grep "exchange helper" "$WORK/agent2.log")"
 EP_STATUS=0
