@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <json-c/json.h>
 
 #include "edgeprov/macro.h"
@@ -15,6 +16,8 @@ int json_parse_limited(const void *buf, size_t len, size_t max_len, int max_dept
 
 /* Borrowed string member, NULL when absent or not a string. */
 const char *json_get_string(struct json_object *o, const char *key);
+/* An integer member, dflt when absent or not an integer. */
+int64_t json_get_int64(struct json_object *o, const char *key, int64_t dflt);
 /* Duplicates a string member; -EINVAL when present but not a string, 0 with *ret=NULL when absent. */
 int json_dup_string(struct json_object *o, const char *key, char **ret);
 

@@ -209,15 +209,9 @@ static int exchange_tls(struct json_object *m, void **ret, char **reterr) {
         return 0;
 }
 
-static int64_t get_int(struct json_object *o, const char *key, int64_t dflt) {
-        struct json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int) ?
-                json_object_get_int64(v) : dflt;
-}
-
 static void handle_exchange(struct json_object *m) {
         _cleanup_free_ char *tls_error = NULL;
-        int64_t id = get_int(m, "x", 0);
+        int64_t id = json_get_int64(m, "x", 0);
         const char *transport = json_get_string(m, "transport");
         void *ctx = NULL;
         char msg[512];
@@ -239,7 +233,7 @@ static void handle_exchange(struct json_object *m) {
         }
         DpsClientParams p = {
                 .host = json_get_string(m, "host"),
-                .port = (int) get_int(m, "port", 0),
+                .port = (int) json_get_int64(m, "port", 0),
                 .ca_file = json_get_string(m, "ca_file"),
                 .id_scope = json_get_string(m, "id_scope"),
                 .registration_id = json_get_string(m, "registration_id"),
@@ -250,7 +244,7 @@ static void handle_exchange(struct json_object *m) {
                 .tpm_srk_b64 = json_get_string(m, "tpm_srk_b64"),
                 .ssl_ctx = ctx,
                 .operation_id = json_get_string(m, "operation_id"),
-                .request_timeout_usec = (uint64_t) get_int(m, "request_timeout_usec", 0),
+                .request_timeout_usec = (uint64_t) json_get_int64(m, "request_timeout_usec", 0),
                 .transport = transport ? dps_transport_from_string(transport) : DPS_TRANSPORT_MQTT,
         };
         if (p.transport < 0) {
@@ -288,23 +282,8 @@ static void handle_exchange(struct json_object *m) {
 
 /* ---- synchronous calls: TPM and X.509 ---- */
 
-static int get_b64(struct json_object *m, const char *key, size_t max, uint8_t **ret, size_t *ret_len) {
-        const char *v = json_get_string(m, key);
-        if (!v)
-                return -EINVAL;
-        if (strlen(v) > max * 4 / 3 + 4)
-                return -E2BIG;
-        return base64_decode(v, strlen(v), ret, ret_len);
-}
-
-static int add_b64(struct json_object *o, const char *key, const void *data, size_t len) {
-        _cleanup_erase_ char *v = NULL;
-        int r = base64_encode(data, len, &v);
-        return r < 0 ? r : json_add_string(o, key, v);
-}
-
 static Tpm *tpm_from(struct json_object *m, int *ret_index) {
-        int64_t h = get_int(m, "h", -1);
+        int64_t h = json_get_int64(m, "h", -1);
         if (h < 0 || h >= MAX_TPMS || !s.tpms[h])
                 return NULL;
         if (ret_index)
@@ -328,7 +307,7 @@ static int call_tpm(const char *method, struct json_object *m, struct json_objec
         }
         if (streq(method, "tpm.regid")) {
                 _cleanup_free_ char *id = NULL;
-                r = get_b64(m, "ek", 4096, &data, &len);
+                r = worker_json_get_b64(m, "ek", 4096, &data, &len);
                 if (r >= 0)
                         r = tpm_registration_id_from_ek(data, len, &id);
                 return r < 0 ? r : json_add_string(reply, "registration_id", id);
@@ -342,11 +321,11 @@ static int call_tpm(const char *method, struct json_object *m, struct json_objec
         }
         if (streq(method, "tpm.get_ek") || streq(method, "tpm.get_srk")) {
                 r = streq(method, "tpm.get_ek") ? tpm_get_ek(t, &data, &len) : tpm_get_srk(t, &data, &len);
-                return r < 0 ? r : add_b64(reply, "data", data, len);
+                return r < 0 ? r : worker_json_add_b64(reply, "data", data, len);
         }
         if (streq(method, "tpm.check_ek_cert")) {
                 _cleanup_free_ char *message = NULL;
-                r = get_b64(m, "ek", 4096, &data, &len);
+                r = worker_json_get_b64(m, "ek", 4096, &data, &len);
                 if (r < 0)
                         return r;
                 r = tpm_check_ek_cert(t, data, len, json_get_string(m, "ca_file"), &message);
@@ -355,30 +334,30 @@ static int call_tpm(const char *method, struct json_object *m, struct json_objec
                 return r;
         }
         if (streq(method, "tpm.activate_blob")) {
-                r = get_b64(m, "blob", 8192, &blob, &blob_len);
-                return r < 0 ? r : tpm_activate_blob(t, blob, blob_len, (uint32_t) get_int(m, "slot", 0));
+                r = worker_json_get_b64(m, "blob", 8192, &blob, &blob_len);
+                return r < 0 ? r : tpm_activate_blob(t, blob, blob_len, (uint32_t) json_get_int64(m, "slot", 0));
         }
         if (streq(method, "tpm.hmac")) {
                 uint8_t mac[32];
-                r = get_b64(m, "data", 1024, &data, &len);
+                r = worker_json_get_b64(m, "data", 1024, &data, &len);
                 if (r >= 0)
-                        r = tpm_hmac(t, (uint32_t) get_int(m, "slot", 0), data, len, mac);
+                        r = tpm_hmac(t, (uint32_t) json_get_int64(m, "slot", 0), data, len, mac);
                 if (r >= 0)
-                        r = add_b64(reply, "mac", mac, sizeof(mac));
+                        r = worker_json_add_b64(reply, "mac", mac, sizeof(mac));
                 explicit_bzero(mac, sizeof(mac));
                 return r;
         }
         if (streq(method, "tpm.seal_hmac_key")) {
-                r = get_b64(m, "key", 1024, &data, &len);
+                r = worker_json_get_b64(m, "key", 1024, &data, &len);
                 if (r >= 0)
                         r = tpm_seal_hmac_key(t, data, len, &blob, &blob_len);
                 if (data)
                         explicit_bzero(data, len);
-                return r < 0 ? r : add_b64(reply, "blob", blob, blob_len);
+                return r < 0 ? r : worker_json_add_b64(reply, "blob", blob, blob_len);
         }
         if (streq(method, "tpm.hmac_with_blob")) {
                 struct json_object *list, *macs;
-                r = get_b64(m, "blob", 8192, &blob, &blob_len);
+                r = worker_json_get_b64(m, "blob", 8192, &blob, &blob_len);
                 if (r < 0)
                         return r;
                 if (!json_object_object_get_ex(m, "data", &list) || !json_object_is_type(list, json_type_array))
@@ -420,8 +399,7 @@ static int call_x509(struct json_object *m, struct json_object *reply) {
                 return r;
         }
         if (json_add_string(reply, "registration_id", x509_identity_registration_id(s.x509)) < 0 ||
-            json_add_string(reply, "thumbprint", x509_identity_thumbprint(s.x509)) < 0 ||
-            json_add_string(reply, "not_after", x509_identity_not_after(s.x509)) < 0)
+            json_add_string(reply, "thumbprint", x509_identity_thumbprint(s.x509)) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -453,7 +431,7 @@ static void handle(struct json_object *m) {
         else if (streq(method, "exchange"))
                 handle_exchange(m);
         else if (streq(method, "cancel")) {
-                Exchange *x = exchange_find(get_int(m, "x", 0));
+                Exchange *x = exchange_find(json_get_int64(m, "x", 0));
                 if (x)
                         exchange_free(x);
         } else
@@ -474,6 +452,7 @@ static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
                         /* edgeprovd closed its end (or is gone): nothing left to do */
                         return sd_event_exit(s.event, 0);
                 handle(m);
+                worker_wipe_secrets(m);
                 json_object_put(m);
         }
 }

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* edgeprovd: provisions this gateway against an Azure-DPS-compatible service. */
 #include <getopt.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,29 +97,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 typedef struct Daemon {
         Downstream *downstream;
         Bus *bus;
-        sd_event *event;
-        sd_event_source *trim;
-        ManagerState last_state;
 } Daemon;
-
-/* Idle memory (issue 5): once the gateway has its assignment, the DPS client with its TLS
- * context and buffers is gone, but glibc keeps the freed pages in the heap.  They are given back
- * once per assignment, from an idle-priority event (after the dispatch that freed the client). */
-static int on_trim(sd_event_source *s, void *userdata) {
-        Daemon *dmn = userdata;
-
-        dmn->trim = sd_event_source_disable_unref(dmn->trim);
-        (void) malloc_trim(0);
-        return 0;
-}
-
-static void schedule_trim(Daemon *dmn) {
-        if (dmn->trim)
-                return;
-        if (sd_event_add_defer(dmn->event, &dmn->trim, on_trim, dmn) < 0)
-                return; /* only memory not given back */
-        (void) sd_event_source_set_priority(dmn->trim, SD_EVENT_PRIORITY_IDLE);
-}
 
 /* The manager's change notification fans out to the sensors (they need the gateway's
  * device id) and to D-Bus. */
@@ -130,16 +107,12 @@ static void on_manager_changed(Manager *m, void *userdata) {
 
         (void) downstream_set_gateway(dmn->downstream, a ? a->device_id : NULL);
         bus_gateway_changed(dmn->bus);
-        if (manager_get_state(m) == MANAGER_ASSIGNED && dmn->last_state != MANAGER_ASSIGNED)
-                schedule_trim(dmn);
-        dmn->last_state = manager_get_state(m);
 }
 
 static int daemon_setup(Daemon *dmn, sd_event *event, Manager *m) {
         const Config *c = manager_get_config(m);
         int r;
 
-        dmn->event = event;
         r = downstream_new(event, c, &dmn->downstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the downstream registry: %m");
@@ -258,7 +231,6 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 log_error_errno(r, "Event loop failed: %m");
         int status = manager_exit_status(m);
-        dmn.trim = sd_event_source_disable_unref(dmn.trim);
         dmn.bus = bus_free(dmn.bus);
         dmn.downstream = downstream_free(dmn.downstream);
         manager_free(m);

@@ -21,21 +21,6 @@ struct Tpm {
         unsigned generation;
 };
 
-static int add_b64(struct json_object *o, const char *key, const void *data, size_t len) {
-        _cleanup_erase_ char *s = NULL;
-        int r = base64_encode(data, len, &s);
-        if (r < 0)
-                return r;
-        return json_add_string(o, key, s);
-}
-
-static int get_b64(struct json_object *o, const char *key, uint8_t **ret, size_t *ret_len) {
-        const char *s = json_get_string(o, key);
-        if (!s)
-                return -EBADMSG;
-        return base64_decode(s, strlen(s), ret, ret_len);
-}
-
 /* A call on an open TPM: {"h": handle} plus what the caller added. */
 static int tpm_call(Tpm *t, const char *method, struct json_object *args, struct json_object **ret) {
         if (!args)
@@ -98,7 +83,7 @@ Tpm *tpm_close(Tpm *t) {
 static int get_public(Tpm *t, const char *method, uint8_t **ret_pub, size_t *ret_len) {
         _cleanup_json_ struct json_object *reply = NULL;
         int r = tpm_call(t, method, json_object_new_object(), &reply);
-        return r < 0 ? r : get_b64(reply, "data", ret_pub, ret_len);
+        return r < 0 ? r : worker_json_get_b64(reply, "data", WORKER_MSG_MAX, ret_pub, ret_len);
 }
 
 int tpm_get_ek(Tpm *t, uint8_t **ret_pub, size_t *ret_len) {
@@ -114,7 +99,7 @@ int tpm_check_ek_cert(Tpm *t, const uint8_t *ek_pub, size_t ek_len, const char *
         struct json_object *a = json_object_new_object();
         int r;
 
-        if (a && (add_b64(a, "ek", ek_pub, ek_len) < 0 || json_add_string(a, "ca_file", ca_file) < 0)) {
+        if (a && (worker_json_add_b64(a, "ek", ek_pub, ek_len) < 0 || json_add_string(a, "ca_file", ca_file) < 0)) {
                 json_object_put(a);
                 return -ENOMEM;
         }
@@ -133,7 +118,7 @@ int tpm_registration_id_from_ek(const uint8_t *ek_pub, size_t len, char **ret) {
         struct json_object *a = json_object_new_object();
         int r;
 
-        if (a && add_b64(a, "ek", ek_pub, len) < 0) {
+        if (a && worker_json_add_b64(a, "ek", ek_pub, len) < 0) {
                 json_object_put(a);
                 return -ENOMEM;
         }
@@ -151,7 +136,7 @@ int tpm_activate_blob(Tpm *t, const void *blob, size_t len, uint32_t slot) {
         _cleanup_json_ struct json_object *reply = NULL;
         struct json_object *a = json_object_new_object();
 
-        if (a && (add_b64(a, "blob", blob, len) < 0 || json_add(a, "slot", json_object_new_int64(slot)) < 0)) {
+        if (a && (worker_json_add_b64(a, "blob", blob, len) < 0 || json_add(a, "slot", json_object_new_int64(slot)) < 0)) {
                 json_object_put(a);
                 return -ENOMEM;
         }
@@ -177,14 +162,16 @@ int tpm_hmac(Tpm *t, uint32_t slot, const void *data, size_t len, uint8_t ret[32
         struct json_object *a = json_object_new_object(), *v;
         int r;
 
-        if (a && (add_b64(a, "data", data, len) < 0 || json_add(a, "slot", json_object_new_int64(slot)) < 0)) {
+        if (a && (worker_json_add_b64(a, "data", data, len) < 0 || json_add(a, "slot", json_object_new_int64(slot)) < 0)) {
                 json_object_put(a);
                 return -ENOMEM;
         }
         r = tpm_call(t, "tpm.hmac", a, &reply);
         if (r < 0)
                 return r;
-        return json_object_object_get_ex(reply, "mac", &v) ? get_mac(v, ret) : -EBADMSG;
+        r = json_object_object_get_ex(reply, "mac", &v) ? get_mac(v, ret) : -EBADMSG;
+        worker_wipe_secrets(reply);
+        return r;
 }
 
 int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *const *data, size_t n,
@@ -193,7 +180,7 @@ int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *co
         struct json_object *a = json_object_new_object(), *list = json_object_new_array(), *v;
         int r;
 
-        if (!a || !list || add_b64(a, "blob", blob, blob_len) < 0) {
+        if (!a || !list || worker_json_add_b64(a, "blob", blob, blob_len) < 0) {
                 json_object_put(a);
                 json_object_put(list);
                 return -ENOMEM;
@@ -212,17 +199,11 @@ int tpm_hmac_with_blob(Tpm *t, const void *blob, size_t blob_len, const char *co
         if (r < 0)
                 return r;
         if (!json_object_object_get_ex(reply, "macs", &v) || json_object_array_length(v) != n)
-                return -EBADMSG;
-        for (size_t i = 0; i < n; i++) {
+                r = -EBADMSG;
+        for (size_t i = 0; r >= 0 && i < n; i++)
                 r = get_mac(json_object_array_get_idx(v, i), ret[i]);
-                if (r < 0)
-                        return r;
-        }
-        for (size_t i = 0; i < n; i++) {
-                struct json_object *m = json_object_array_get_idx(v, i);
-                explicit_bzero((char *) json_object_get_string(m), (size_t) json_object_get_string_len(m));
-        }
-        return 0;
+        worker_wipe_secrets(reply);
+        return r;
 }
 
 int tpm_seal_hmac_key(Tpm *t, const void *key, size_t len, uint8_t **ret_blob, size_t *ret_len) {
@@ -230,19 +211,19 @@ int tpm_seal_hmac_key(Tpm *t, const void *key, size_t len, uint8_t **ret_blob, s
         struct json_object *a = json_object_new_object();
         int r;
 
-        if (a && add_b64(a, "key", key, len) < 0) {
+        if (a && worker_json_add_b64(a, "key", key, len) < 0) {
                 json_object_put(a);
                 return -ENOMEM;
         }
         r = tpm_call(t, "tpm.seal_hmac_key", a, &reply);
-        return r < 0 ? r : get_b64(reply, "blob", ret_blob, ret_len);
+        return r < 0 ? r : worker_json_get_b64(reply, "blob", WORKER_MSG_MAX, ret_blob, ret_len);
 }
 
 /* ---- X.509 identity ---- */
 
 struct X509Identity {
         WorkerTls tls;          /* first: DpsClientParams.ssl_ctx points here */
-        char *registration_id, *thumbprint, *not_after;
+        char *registration_id, *thumbprint;
 };
 
 int x509_identity_load(const Config *c, X509Identity **ret, char **reterr_message) {
@@ -283,8 +264,7 @@ int x509_identity_load(const Config *c, X509Identity **ret, char **reterr_messag
         x->tls = (WorkerTls) { .magic = WORKER_TLS_MAGIC, .desc = desc };
         x->registration_id = strdup(strempty(json_get_string(reply, "registration_id")));
         x->thumbprint = strdup(strempty(json_get_string(reply, "thumbprint")));
-        x->not_after = strdup(strempty(json_get_string(reply, "not_after")));
-        if (!x->registration_id || !x->thumbprint || !x->not_after) {
+        if (!x->registration_id || !x->thumbprint) {
                 x509_identity_free(x);
                 return -ENOMEM;
         }
@@ -298,7 +278,6 @@ X509Identity *x509_identity_free(X509Identity *x) {
         json_object_put(x->tls.desc);
         free(x->registration_id);
         free(x->thumbprint);
-        free(x->not_after);
         free(x);
         return NULL;
 }
@@ -315,9 +294,6 @@ void *x509_identity_ssl_ctx(const X509Identity *x) {
         return (void *) &x->tls;
 }
 
-const char *x509_identity_not_after(const X509Identity *x) {
-        return x->not_after;
-}
 
 /* ---- the downstream sensors' shared TLS context ---- */
 

@@ -49,16 +49,10 @@ static void unlink_client(DpsClient *c) {
         c->prev = c->next = NULL;
 }
 
-static int64_t get_int(struct json_object *o, const char *key, int64_t dflt) {
-        struct json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int) ?
-                json_object_get_int64(v) : dflt;
-}
-
 int dps_result_from_event(struct json_object *ev, DpsResult *ret) {
         const char *outcome = json_get_string(ev, "outcome");
         DpsOutcome o = _DPS_OUTCOME_MAX;
-        int64_t status = get_int(ev, "status", 0), retry_after = get_int(ev, "retry_after", -1);
+        int64_t status = json_get_int64(ev, "status", 0), retry_after = json_get_int64(ev, "retry_after", -1);
 
         for (DpsOutcome i = 0; i < _DPS_OUTCOME_MAX; i++)
                 if (streq_ptr(outcome, dps_outcome_to_string(i)))
@@ -75,7 +69,7 @@ int dps_result_from_event(struct json_object *ev, DpsResult *ret) {
                 .device_id = json_get_string(ev, "device_id"),
                 .substatus = json_get_string(ev, "substatus"),
                 .dps_status = json_get_string(ev, "dps_status"),
-                .error_code = get_int(ev, "error_code", 0),
+                .error_code = json_get_int64(ev, "error_code", 0),
                 .error_message = json_get_string(ev, "error_message"),
                 .tracking_id = json_get_string(ev, "tracking_id"),
                 .authentication_key = json_get_string(ev, "authentication_key"),
@@ -119,13 +113,13 @@ static void fail_later(DpsClient *c, const char *why) {
 
 static void on_event(struct json_object *ev) {
         const char *kind = json_get_string(ev, "ev");
-        DpsClient *c = find((uint64_t) get_int(ev, "x", 0));
+        DpsClient *c = find((uint64_t) json_get_int64(ev, "x", 0));
 
         if (!c || c->finished)
                 return;
         if (streq_ptr(kind, "accepted")) {
                 const char *op = json_get_string(ev, "operation_id");
-                int64_t retry_after = get_int(ev, "retry_after", -1);
+                int64_t retry_after = json_get_int64(ev, "retry_after", -1);
                 if (c->accepted_cb && !isempty(op) && retry_after >= -1 && retry_after <= INT_MAX)
                         c->accepted_cb(c, op, (int) retry_after, c->userdata);
                 return;
@@ -225,7 +219,8 @@ DpsClient *dps_client_free(DpsClient *c) {
                 unlink_client(c);
                 worker_release();
         }
-        json_object_put(c->request); /* not started: wipe nothing was sent */
+        worker_wipe_secrets(c->request); /* never sent (not started): its SAS token */
+        json_object_put(c->request);
         json_object_put(c->result_ev);
         c->defer = sd_event_source_disable_unref(c->defer);
         free(c->local_message);

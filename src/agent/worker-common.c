@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "agent/worker.h"
+#include "edgeprov/codec.h"
 #include "edgeprov/json-util.h"
 #include "edgeprov/macro.h"
 
@@ -58,6 +59,27 @@ int worker_recv(int fd, int flags, struct json_object **ret) {
 
 static const char *const secret_keys[] = { "password", "eauth", "oauth", "key", "mac", "macs", "keys" };
 
+static void wipe_string(struct json_object *v) {
+        if (json_object_is_type(v, json_type_string))
+                explicit_bzero((char *) json_object_get_string(v), (size_t) json_object_get_string_len(v));
+}
+
+void worker_wipe_secrets(struct json_object *o) {
+        struct json_object *v;
+
+        if (!o)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(secret_keys); i++) {
+                if (!json_object_object_get_ex(o, secret_keys[i], &v))
+                        continue;
+                if (json_object_is_type(v, json_type_array))
+                        for (size_t j = 0; j < json_object_array_length(v); j++)
+                                wipe_string(json_object_array_get_idx(v, j));
+                else
+                        wipe_string(v);
+        }
+}
+
 int worker_send_fd(int fd, struct json_object *o) {
         size_t len = 0;
         const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
@@ -71,10 +93,22 @@ int worker_send_fd(int fd, struct json_object *o) {
                 r = -errno;
         /* wipe the serialisation and the secret members before the object is released */
         explicit_bzero((char *) s, len);
-        for (size_t i = 0; i < ELEMENTSOF(secret_keys); i++) {
-                struct json_object *v;
-                if (json_object_object_get_ex(o, secret_keys[i], &v) && json_object_is_type(v, json_type_string))
-                        explicit_bzero((char *) json_object_get_string(v), (size_t) json_object_get_string_len(v));
-        }
+        worker_wipe_secrets(o);
         return r;
+}
+
+int worker_json_add_b64(struct json_object *o, const char *key, const void *data, size_t len) {
+        _cleanup_erase_ char *v = NULL;
+        int r = base64_encode(data, len, &v);
+        return r < 0 ? r : json_add_string(o, key, v);
+}
+
+int worker_json_get_b64(struct json_object *o, const char *key, size_t max, uint8_t **ret, size_t *ret_len) {
+        const char *v = json_get_string(o, key);
+        if (!v)
+                return -EBADMSG;
+        size_t n = strlen(v);
+        if (n > (max + 2) / 3 * 4)
+                return -E2BIG;
+        return base64_decode(v, n, ret, ret_len);
 }

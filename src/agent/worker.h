@@ -2,6 +2,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
 
@@ -70,9 +72,15 @@ int dps_result_from_event(struct json_object *ev, struct DpsResult *ret);
 /* Receives one datagram (≤ WORKER_MSG_MAX) and parses it.  0 on EOF (*ret NULL), -EAGAIN when
  * nothing is there (flags MSG_DONTWAIT), -EBADMSG for an oversized or malformed one. */
 int worker_recv(int fd, int flags, struct json_object **ret);
-/* Sends o as one datagram; a string member "password"/"eauth"/"oauth"/"key" is wiped from the
- * serialised buffer afterwards. */
+/* Sends o as one datagram; the serialised buffer and o's secret members are wiped afterwards. */
 int worker_send_fd(int fd, struct json_object *o);
+/* Overwrites the secret members of o (SAS token, hierarchy passwords, keys, MACs: strings or
+ * arrays of strings) with zeros; the receiver calls it before releasing a message. */
+void worker_wipe_secrets(struct json_object *o);
+/* Binary members travel as base64: adds one, or decodes one (-EBADMSG absent, -E2BIG when it
+ * would decode to more than max bytes). */
+int worker_json_add_b64(struct json_object *o, const char *key, const void *data, size_t len);
+int worker_json_get_b64(struct json_object *o, const char *key, size_t max, uint8_t **ret, size_t *ret_len);
 
 /* The "tls" description of a DpsClientParams.ssl_ctx on the daemon side: X509Identity and the
  * shared TLS context are proxies whose first member is this. */

@@ -51,6 +51,15 @@ int json_parse_limited(const void *buf, size_t len, size_t max_len, int max_dept
         return 0;
 }
 
+int64_t json_get_int64(struct json_object *o, const char *key, int64_t dflt) {
+        struct json_object *v;
+
+        if (!o || !key || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+            !json_object_is_type(v, json_type_int))
+                return dflt;
+        return json_object_get_int64(v);
+}
+
 const char *json_get_string(struct json_object *o, const char *key) {
         struct json_object *v;
 

@@ -110,6 +110,36 @@ static void test_send_wipes_secrets(void **state) {
         close(sv[1]);
 }
 
+static void test_b64_and_wipe(void **state) {
+        _cleanup_free_ uint8_t *out = NULL;
+        struct json_object *o = json_object_new_object(), *macs = json_object_new_array();
+        const uint8_t data[5] = { 1, 2, 3, 4, 5 };
+        size_t len = 0;
+
+        assert_int_equal(worker_json_add_b64(o, "blob", data, sizeof(data)), 0);
+        assert_int_equal(worker_json_get_b64(o, "blob", sizeof(data), &out, &len), 0);
+        assert_int_equal(len, sizeof(data));
+        assert_memory_equal(out, data, sizeof(data));
+        /* one byte less allowed: refused before decoding; absent: EBADMSG */
+        assert_int_equal(worker_json_get_b64(o, "blob", 3, &out, &len), -E2BIG);
+        assert_int_equal(worker_json_get_b64(o, "nothing", 64, &out, &len), -EBADMSG);
+
+        /* secrets, also inside arrays, are zeroed; other members are not */
+        assert_int_equal(json_object_array_add(macs, json_object_new_string("bWFjLTE=")), 0);
+        assert_int_equal(json_add(o, "macs", macs), 0);
+        assert_int_equal(json_add_string(o, "eauth", "owner-secret"), 0);
+        worker_wipe_secrets(o);
+        const char *m = json_object_get_string(json_object_array_get_idx(macs, 0));
+        const char *e = json_get_string(o, "eauth");
+        for (int i = 0; i < 8; i++)
+                assert_int_equal(m[i], 0);
+        for (int i = 0; i < 12; i++)
+                assert_int_equal(e[i], 0);
+        assert_non_null(json_get_string(o, "blob"));
+        assert_int_not_equal(json_get_string(o, "blob")[0], 0);
+        json_object_put(o);
+}
+
 static int parse(const char *text, DpsResult *res, struct json_object **keep) {
         assert_int_equal(json_parse_limited(text, strlen(text), 4096, 8, keep), 0);
         return dps_result_from_event(*keep, res);
@@ -154,6 +184,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_recv_limits),
                 cmocka_unit_test(test_send_wipes_secrets),
+                cmocka_unit_test(test_b64_and_wipe),
                 cmocka_unit_test(test_result_event),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
