@@ -230,6 +230,11 @@ static int worker_spawn(void) {
         if (pid == 0) {
                 /* async-signal-safe calls only until execv */
                 sigset_t none;
+                /* ignored before unblocking (a SIGTERM already pending is dropped) and across
+                 * execv: the helper ignores SIGTERM from its first instruction, so a unit stop
+                 * right after the start ends it through the daemon too */
+                (void) signal(SIGTERM, SIG_IGN);
+                (void) signal(SIGINT, SIG_IGN);
                 sigemptyset(&none);
                 (void) sigprocmask(SIG_SETMASK, &none, NULL);
                 (void) signal(SIGPIPE, SIG_DFL);
